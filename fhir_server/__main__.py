@@ -1,0 +1,5 @@
+"""``python -m fhir_server`` is the ``sdoh-fhir`` command."""
+
+from fhir_server.cli import app
+
+app()

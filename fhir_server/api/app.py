@@ -1,0 +1,86 @@
+"""The ASGI application: ``create_app(settings)`` assembles routes, errors and state."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+import orjson
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from fhir_server.api.errors import install_error_handlers
+from fhir_server.api.rest import router
+from fhir_server.api.state import AppState
+from fhir_server.operations.capability import build_capability_statement
+from fhir_server.search.registry import SearchRegistry
+from fhir_server.settings import Settings
+from fhir_server.storage.migrate import sync_url
+from fhir_server.storage.repository import Indexer
+from profiles.models import RESOURCE_TYPES
+
+__all__ = ["create_app", "create_app_from_env"]
+
+
+def _version() -> str:
+    try:
+        return version("sdoh-fhir")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The FHIR server on ``settings.database_url`` (which must be set: see ``cli.serve``)."""
+    if not settings.database_url:
+        raise ValueError("create_app needs settings.database_url; `sdoh-fhir serve` sets it")
+    url = sync_url(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_async_engine(
+            url,
+            pool_size=settings.pool_size,
+            max_overflow=10,
+            connect_args={"options": "-c timezone=UTC"},
+        )
+        read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        registry = SearchRegistry.load_default()
+        types = RESOURCE_TYPES & registry.all_resource_types()
+        statement = build_capability_statement(
+            registry, types, base_url=settings.base_url, version=_version()
+        )
+        app.state.fhir = AppState(
+            settings=settings,
+            engine=engine,
+            read_engine=read_engine,
+            registry=registry,
+            indexer=Indexer(registry),
+            capability_statement=orjson.dumps(statement),
+            resource_types=frozenset(types),
+        )
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="sdoh-fhir",
+        version=_version(),
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    install_error_handlers(app)
+    app.include_router(router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` workers: settings from the environment."""
+    settings = Settings()
+    if not settings.database_url:
+        settings.database_url = os.environ.get("SDOH_FHIR_DATABASE_URL")
+    return create_app(settings)

@@ -1,0 +1,95 @@
+"""The one place that renders errors as OperationOutcomes (http://hl7.org/fhir/R4/operationoutcome.html)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from fhir_server.core.errors import FhirError, Issue
+
+__all__ = ["install_error_handlers", "operation_outcome"]
+
+_log = logging.getLogger("fhir_server.api")
+
+
+def operation_outcome(issues: tuple[Issue, ...]) -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": issue.severity,
+                "code": issue.code,
+                "diagnostics": issue.diagnostics,
+                **({"expression": list(issue.expression)} if issue.expression else {}),
+            }
+            for issue in issues
+        ],
+    }
+
+
+def _render(
+    request: Request, status: int, issues: tuple[Issue, ...], headers: dict[str, str] | None = None
+) -> Response:
+    from fhir_server.api.formats import render_resource
+
+    return render_resource(request, operation_outcome(issues), status=status, headers=headers)
+
+
+async def _fhir_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirError)
+    headers = {}
+    stored = getattr(exc, "resource", None)
+    if stored is not None:
+        headers["ETag"] = stored.etag
+    return _render(request, exc.status, exc.issues, headers)
+
+
+_HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "processing")
+    message = {
+        404: "no such endpoint",
+        405: f"the method {request.method} is not allowed here",
+    }.get(exc.status_code, str(exc.detail))
+    return _render(
+        request, exc.status_code, (Issue("error", code, message),), dict(exc.headers or {})
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    return _render(request, 400, (Issue("error", "invalid", "the request is not valid"),))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Route template only: never the query string, body or ids a client sent.
+    route = getattr(request.scope.get("route"), "path", "?")
+    _log.exception("unhandled error on %s %s", request.method, route)
+    return Response(
+        orjson.dumps(
+            operation_outcome(
+                (
+                    Issue(
+                        "fatal", "exception", "internal server error; the request was not completed"
+                    ),
+                )
+            )
+        ),
+        status_code=500,
+        media_type="application/fhir+json",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(FhirError, _fhir_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,512 @@
+"""The FHIR RESTful API: one small function per interaction (http://hl7.org/fhir/R4/http.html)."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from fhir_server.api.formats import read_body, render_bytes, render_resource
+from fhir_server.api.state import AppState
+from fhir_server.core.errors import InvalidRequest, Issue, NotFound
+from fhir_server.search.parse import SearchRequest, parse_search
+from fhir_server.search.sql import Cursor, encode_cursor
+from fhir_server.search.values import InvalidValue, parse_date_range
+from fhir_server.storage.repository import (
+    HistoryPage,
+    Repository,
+    SearchPage,
+    StoredResource,
+    WriteOutcome,
+    format_instant,
+)
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
+_SUBSETTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "SUBSETTED",
+}
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.fhir
+    return state
+
+
+async def _write_repo(request: Request) -> AsyncIterator[Repository]:
+    """A repository in a transaction that commits when the interaction succeeds."""
+    state = _state(request)
+    async with state.engine.begin() as conn:
+        yield Repository(conn, state.indexer)
+
+
+async def _read_repo(request: Request) -> AsyncIterator[Repository]:
+    """A repository for reads: autocommit, so a read costs one round trip."""
+    state = _state(request)
+    async with state.read_engine.connect() as conn:
+        yield Repository(conn, state.indexer)
+
+
+WriteRepo = Annotated[Repository, Depends(_write_repo)]
+ReadRepo = Annotated[Repository, Depends(_read_repo)]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _base(request: Request) -> str:
+    configured = _state(request).settings.base_url
+    return configured.rstrip("/") if configured else str(request.base_url).rstrip("/")
+
+
+def _check_type(request: Request, resource_type: str) -> None:
+    if resource_type not in _state(request).resource_types:
+        raise NotFound(f"{resource_type!r} is not a resource type this server knows")
+
+
+def _check_id(id: str) -> None:
+    if not _ID.match(id):
+        raise InvalidRequest("a resource id is 1-64 characters: letters, digits, '-' and '.'")
+
+
+def _prefer(request: Request, key: str) -> str | None:
+    for part in request.headers.get("prefer", "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip() == key:
+            return value.strip().strip('"')
+    return None
+
+
+def _if_match(request: Request) -> int | None:
+    value = request.headers.get("if-match")
+    if value is None:
+        return None
+    match = _ETAG.match(value.strip())
+    if not match:
+        raise InvalidRequest('If-Match must be an ETag such as W/"3"')
+    return int(match.group(1))
+
+
+def _resource_headers(request: Request, stored: StoredResource) -> dict[str, str]:
+    return {
+        "ETag": stored.etag,
+        "Last-Modified": email.utils.format_datetime(
+            stored.last_updated.astimezone(UTC), usegmt=True
+        ),
+    }
+
+
+def _search_items(request: Request) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in request.query_params.multi_items()]
+
+
+def _parse(request: Request, resource_type: str, items: list[tuple[str, str]]) -> SearchRequest:
+    state = _state(request)
+    return parse_search(
+        resource_type,
+        items,
+        state.registry,
+        lenient=_prefer(request, "handling") == "lenient",
+        default_count=state.settings.default_count,
+        max_count=state.settings.max_count,
+    )
+
+
+def _criteria(request: Request, resource_type: str, text: str | None = None) -> SearchRequest:
+    """Search criteria of a conditional interaction: strict, and never empty."""
+    items = (
+        parse_qsl(text, keep_blank_values=True)
+        if text is not None
+        else [(k, v) for k, v in _search_items(request) if k not in {"_format", "_pretty"}]
+    )
+    if not items:
+        raise InvalidRequest("a conditional interaction needs search criteria")
+    state = _state(request)
+    criteria = parse_search(resource_type, items, state.registry, lenient=False)
+    if not criteria.clauses:
+        raise InvalidRequest("the conditional criteria select no search parameter")
+    return criteria
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    limit = _state(request).settings.max_body_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise InvalidRequest(f"the body is larger than {limit} bytes")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise InvalidRequest(f"the body is larger than {limit} bytes")
+    if not raw:
+        raise InvalidRequest("the request has no body")
+    return read_body(request.headers.get("content-type"), raw)
+
+
+def _write_response(request: Request, outcome: WriteOutcome) -> Response:
+    stored = outcome.resource
+    headers = _resource_headers(request, stored)
+    location = f"{_base(request)}/{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
+    headers["Location" if outcome.created else "Content-Location"] = location
+    status = 201 if outcome.created else 200
+    prefer = _prefer(request, "return")
+    if prefer == "minimal":
+        return Response(status_code=status, headers=headers)
+    if prefer == "OperationOutcome":
+        from fhir_server.api.errors import operation_outcome
+
+        message = "created" if outcome.created else "done"
+        return render_resource(
+            request,
+            operation_outcome(
+                (
+                    Issue(
+                        "information",
+                        "informational",
+                        f"{stored.resource_type}/{stored.id} {message}",
+                    ),
+                )
+            ),
+            status=status,
+            headers=headers,
+        )
+    assert stored.body is not None
+    return render_bytes(request, stored.body, status=status, headers=headers)
+
+
+def _parse_instant(value: str, name: str) -> datetime:
+    try:
+        return parse_date_range(value)[0]
+    except InvalidValue:
+        raise InvalidRequest(f"{name} must be a FHIR instant or date") from None
+
+
+# -- whole system ----------------------------------------------------------------------------
+
+
+@router.get("/metadata")
+async def capabilities(request: Request) -> Response:
+    """http://hl7.org/fhir/R4/http.html#capabilities"""
+    return render_bytes(request, _state(request).capability_statement)
+
+
+@router.get("/_history")
+async def history_system(request: Request, repo: ReadRepo) -> Response:
+    """http://hl7.org/fhir/R4/http.html#history (whole system)."""
+    return await _history(request, repo, None, None)
+
+
+# -- type level ------------------------------------------------------------------------------
+
+
+@router.get("/{resource_type}/_history")
+async def history_type(request: Request, resource_type: str, repo: ReadRepo) -> Response:
+    """http://hl7.org/fhir/R4/http.html#history (type)."""
+    _check_type(request, resource_type)
+    return await _history(request, repo, resource_type, None)
+
+
+@router.post("/{resource_type}/_search")
+async def search_post(request: Request, resource_type: str, repo: ReadRepo) -> Response:
+    """http://hl7.org/fhir/R4/http.html#search with the parameters in a form body."""
+    _check_type(request, resource_type)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    items = _search_items(request)
+    if media == "application/x-www-form-urlencoded":
+        raw = await request.body()
+        try:
+            items += parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise InvalidRequest("the form body is not UTF-8") from None
+    elif media:
+        from fhir_server.core.errors import UnsupportedMediaType
+
+        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded")
+    return await _search(request, repo, resource_type, items)
+
+
+@router.get("/{resource_type}")
+async def search_type(request: Request, resource_type: str, repo: ReadRepo) -> Response:
+    """http://hl7.org/fhir/R4/http.html#search"""
+    _check_type(request, resource_type)
+    return await _search(request, repo, resource_type, _search_items(request))
+
+
+@router.post("/{resource_type}")
+async def create(request: Request, resource_type: str, repo: WriteRepo) -> Response:
+    """http://hl7.org/fhir/R4/http.html#create and #ccreate (If-None-Exist)."""
+    _check_type(request, resource_type)
+    body = await _body(request)
+    condition = request.headers.get("if-none-exist")
+    criteria = _criteria(request, resource_type, condition) if condition else None
+    body.pop("id", None)  # the server assigns the id of a created resource
+    outcome = await repo.create(resource_type, body, if_none_exist=criteria)
+    return _write_response(request, outcome)
+
+
+@router.put("/{resource_type}")
+async def conditional_update(request: Request, resource_type: str, repo: WriteRepo) -> Response:
+    """http://hl7.org/fhir/R4/http.html#cond-update"""
+    _check_type(request, resource_type)
+    criteria = _criteria(request, resource_type)
+    body = await _body(request)
+    outcome = await repo.conditional_update(criteria, body, if_match=_if_match(request))
+    return _write_response(request, outcome)
+
+
+@router.delete("/{resource_type}")
+async def conditional_delete(request: Request, resource_type: str, repo: WriteRepo) -> Response:
+    """http://hl7.org/fhir/R4/http.html#cdelete"""
+    _check_type(request, resource_type)
+    deleted = await repo.conditional_delete(_criteria(request, resource_type))
+    headers = {"ETag": deleted.etag} if deleted is not None else None
+    return Response(status_code=204, headers=headers)
+
+
+# -- instance level --------------------------------------------------------------------------
+
+
+@router.get("/{resource_type}/{id}/_history/{version_id}")
+async def vread(
+    request: Request, resource_type: str, id: str, version_id: str, repo: ReadRepo
+) -> Response:
+    """http://hl7.org/fhir/R4/http.html#vread"""
+    _check_type(request, resource_type)
+    _check_id(id)
+    if not version_id.isdigit():
+        raise NotFound(f"{resource_type}/{id} has no version {version_id!r}")
+    stored = await repo.vread(resource_type, id, int(version_id))
+    assert stored.body is not None
+    return render_bytes(request, stored.body, headers=_resource_headers(request, stored))
+
+
+@router.get("/{resource_type}/{id}/_history")
+async def history_instance(
+    request: Request, resource_type: str, id: str, repo: ReadRepo
+) -> Response:
+    """http://hl7.org/fhir/R4/http.html#history (instance)."""
+    _check_type(request, resource_type)
+    _check_id(id)
+    return await _history(request, repo, resource_type, id)
+
+
+@router.get("/{resource_type}/{id}")
+async def read(request: Request, resource_type: str, id: str, repo: ReadRepo) -> Response:
+    """http://hl7.org/fhir/R4/http.html#read, with If-None-Match and If-Modified-Since."""
+    _check_type(request, resource_type)
+    _check_id(id)
+    stored = await repo.read(resource_type, id)
+    headers = _resource_headers(request, stored)
+    none_match = request.headers.get("if-none-match")
+    if none_match is not None:
+        tags = {t.strip() for t in none_match.split(",")}
+        if "*" in tags or stored.etag in tags or f'"{stored.version_id}"' in tags:
+            return Response(status_code=304, headers=headers)
+    modified_since = request.headers.get("if-modified-since")
+    if modified_since is not None and none_match is None:
+        try:
+            since = email.utils.parsedate_to_datetime(modified_since)
+        except (TypeError, ValueError):
+            since = None
+        if (
+            since is not None
+            and since.tzinfo is not None
+            and stored.last_updated.replace(microsecond=0) <= since
+        ):
+            return Response(status_code=304, headers=headers)
+    assert stored.body is not None
+    return render_bytes(request, stored.body, headers=headers)
+
+
+@router.put("/{resource_type}/{id}")
+async def update(request: Request, resource_type: str, id: str, repo: WriteRepo) -> Response:
+    """http://hl7.org/fhir/R4/http.html#update (update-as-create when the id is new)."""
+    _check_type(request, resource_type)
+    _check_id(id)
+    body = await _body(request)
+    outcome = await repo.update(resource_type, id, body, if_match=_if_match(request))
+    return _write_response(request, outcome)
+
+
+@router.delete("/{resource_type}/{id}")
+async def delete(request: Request, resource_type: str, id: str, repo: WriteRepo) -> Response:
+    """http://hl7.org/fhir/R4/http.html#delete"""
+    _check_type(request, resource_type)
+    _check_id(id)
+    deleted = await repo.delete(resource_type, id)
+    headers = {"ETag": deleted.etag} if deleted is not None else None
+    return Response(status_code=204, headers=headers)
+
+
+# -- bundles ---------------------------------------------------------------------------------
+
+
+async def _search(
+    request: Request, repo: Repository, resource_type: str, items: list[tuple[str, str]]
+) -> Response:
+    search = _parse(request, resource_type, items)
+    page = await repo.search(search)
+    return render_bytes(request, _searchset(request, search, page))
+
+
+def _page_link(request: Request, search: SearchRequest, cursor: Cursor | None) -> str:
+    items = list(search.query)
+    if cursor is not None:
+        items.append(("_cursor", encode_cursor(cursor)))
+    query = urlencode(items)
+    return f"{_base(request)}/{search.resource_type}" + (f"?{query}" if query else "")
+
+
+def _searchset(request: Request, search: SearchRequest, page: SearchPage) -> bytes:
+    """The searchset Bundle, with stored bodies spliced in as they are."""
+    base = _base(request)
+    links = [{"relation": "self", "url": str(request.url)}]
+    if page.next_cursor is not None:
+        links.append({"relation": "next", "url": _page_link(request, search, page.next_cursor)})
+    if page.previous_cursor is not None:
+        links.append(
+            {"relation": "previous", "url": _page_link(request, search, page.previous_cursor)}
+        )
+    head: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "meta": {"lastUpdated": format_instant(datetime.now(UTC))},
+        "type": "searchset",
+    }
+    if page.total is not None:
+        head["total"] = page.total
+    head["link"] = links
+    entries = [
+        b'{"fullUrl":'
+        + orjson.dumps(f"{base}/{search.resource_type}/{stored.id}")
+        + b',"resource":'
+        + _shaped(search, stored.body or b"{}")
+        + b',"search":{"mode":"match"}}'
+        for stored in page.resources
+    ]
+    if search.ignored:
+        from fhir_server.api.errors import operation_outcome
+
+        outcome = operation_outcome(
+            tuple(Issue("warning", "not-supported", message) for message in search.ignored)
+        )
+        entries.append(b'{"resource":' + orjson.dumps(outcome) + b',"search":{"mode":"outcome"}}')
+    head_bytes = orjson.dumps(head)
+    if not entries:
+        return head_bytes
+    return head_bytes[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+
+
+_SUMMARY_KEEP = {"resourceType", "id", "meta", "implicitRules"}
+
+
+def _shaped(search: SearchRequest, body: bytes) -> bytes:
+    """Apply _elements and _summary=text|data; the stored bytes pass through otherwise."""
+    if not search.elements and search.summary not in {"text", "data"}:
+        return body
+    resource = orjson.loads(body)
+    if search.elements:
+        keep = _SUMMARY_KEEP | set(search.elements)
+        resource = {k: v for k, v in resource.items() if k in keep}
+    elif search.summary == "text":
+        resource = {k: v for k, v in resource.items() if k in _SUMMARY_KEEP | {"text"}}
+    else:
+        resource.pop("text", None)
+    meta = resource.setdefault("meta", {})
+    meta["tag"] = [*meta.get("tag", []), _SUBSETTED]
+    return orjson.dumps(resource)
+
+
+async def _history(
+    request: Request, repo: Repository, resource_type: str | None, id: str | None
+) -> Response:
+    params = request.query_params
+    state = _state(request)
+    count_text = params.get("_count")
+    if count_text is not None and not count_text.isdigit():
+        raise InvalidRequest("_count must be a non-negative whole number")
+    count = (
+        min(int(count_text), state.settings.max_count)
+        if count_text
+        else state.settings.default_count
+    )
+    since = _parse_instant(params["_since"], "_since") if "_since" in params else None
+    at = None
+    if "_at" in params:
+        try:
+            at = parse_date_range(params["_at"])[1]
+        except InvalidValue:
+            raise InvalidRequest("_at must be a FHIR date or instant") from None
+    if id is not None:
+        await _exists(repo, resource_type, id)
+    page = await repo.history(
+        resource_type, id, since=since, at=at, count=count, cursor=params.get("_cursor")
+    )
+    return render_bytes(request, _history_bundle(request, resource_type, id, page))
+
+
+async def _exists(repo: Repository, resource_type: str | None, id: str) -> None:
+    assert resource_type is not None
+    page = await repo.history(resource_type, id, count=1)
+    if not page.entries:
+        raise NotFound(f"{resource_type}/{id} is not known")
+
+
+def _history_bundle(
+    request: Request, resource_type: str | None, id: str | None, page: HistoryPage
+) -> bytes:
+    base = _base(request)
+    path = "/".join(p for p in (resource_type, id) if p)
+    links = [{"relation": "self", "url": str(request.url)}]
+    if page.next_cursor is not None:
+        items = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
+        items.append(("_cursor", page.next_cursor))
+        links.append(
+            {
+                "relation": "next",
+                "url": f"{base}/{path + '/' if path else ''}_history?{urlencode(items)}",
+            }
+        )
+    head = orjson.dumps(
+        {
+            "resourceType": "Bundle",
+            "meta": {"lastUpdated": format_instant(datetime.now(UTC))},
+            "type": "history",
+            "link": links,
+        }
+    )
+    entries = []
+    for entry in page.entries:
+        stored = entry.resource
+        url = f"{stored.resource_type}/{stored.id}"
+        status = {"POST": "201 Created", "DELETE": "204 No Content"}.get(entry.method, "200 OK")
+        tail = orjson.dumps(
+            {
+                "request": {
+                    "method": entry.method,
+                    "url": stored.resource_type if entry.method == "POST" else url,
+                },
+                "response": {
+                    "status": status,
+                    "etag": stored.etag,
+                    "lastModified": format_instant(stored.last_updated),
+                },
+            }
+        )
+        full_url = b'{"fullUrl":' + orjson.dumps(f"{base}/{url}")
+        if stored.body is not None:
+            entries.append(full_url + b',"resource":' + stored.body + b"," + tail[1:])
+        else:
+            entries.append(full_url + b"," + tail[1:])
+    if not entries:
+        return head
+    return head[:-1] + b',"entry":[' + b",".join(entries) + b"]}"

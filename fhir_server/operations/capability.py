@@ -1,0 +1,86 @@
+"""The CapabilityStatement, generated from what the server really implements.
+
+http://hl7.org/fhir/R4/capabilitystatement.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from fhir_server.search.parse import SUPPORTED_PARAM_TYPES
+from fhir_server.search.registry import SearchRegistry
+
+__all__ = ["build_capability_statement"]
+
+_INTERACTIONS = [
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+]
+
+
+def build_capability_statement(
+    registry: SearchRegistry, resource_types: Iterable[str], *, base_url: str | None, version: str
+) -> dict[str, Any]:
+    resources = []
+    for resource_type in sorted(resource_types):
+        params = [
+            {"name": p.code, "definition": p.url, "type": p.type}
+            for code, p in sorted(registry.for_type(resource_type).items())
+            if p.type in SUPPORTED_PARAM_TYPES
+            and p.expression
+            and code not in {"_id", "_lastUpdated"}
+        ]
+        params[:0] = [
+            {
+                "name": "_id",
+                "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
+                "type": "token",
+            },
+            {
+                "name": "_lastUpdated",
+                "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+                "type": "date",
+            },
+        ]
+        resources.append(
+            {
+                "type": resource_type,
+                "interaction": [{"code": code} for code in _INTERACTIONS],
+                "versioning": "versioned-update",
+                "readHistory": True,
+                "updateCreate": True,
+                "conditionalCreate": True,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": True,
+                "conditionalDelete": "single",
+                "searchParam": params,
+            }
+        )
+    statement: dict[str, Any] = {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-23",
+        "publisher": "sdoh-fhir",
+        "kind": "instance",
+        "software": {"name": "sdoh-fhir", "version": version},
+        "implementation": {"description": "sdoh-fhir FHIR R4 server"},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "application/fhir+xml"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [{"code": "history-system"}],
+            }
+        ],
+    }
+    if base_url:
+        statement["implementation"]["url"] = base_url
+    return statement

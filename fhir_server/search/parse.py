@@ -1,0 +1,462 @@
+"""Parse a FHIR search query (repeated keys = AND, commas = OR) into a typed SearchRequest.
+
+http://hl7.org/fhir/R4/search.html. Pure: no SQL here; ``sql.py`` builds predicates from the result.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import TypeAlias
+
+from fhir_server.core.errors import InvalidRequest, Issue
+from fhir_server.search.registry import SearchParam, SearchRegistry
+from fhir_server.search.values import (
+    InvalidValue,
+    normalize_string,
+    parse_date_range,
+    parse_number_range,
+)
+
+__all__ = [
+    "Clause",
+    "DateValue",
+    "InvalidSearch",
+    "MissingValue",
+    "NumberValue",
+    "QuantityValue",
+    "ReferenceValue",
+    "SUPPORTED_PARAM_TYPES",
+    "SearchRequest",
+    "SortKey",
+    "StringValue",
+    "TokenValue",
+    "UriValue",
+    "parse_search",
+    "split_escaped",
+]
+
+PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
+SUMMARY_MODES = frozenset({"true", "false", "text", "data", "count"})
+TOTAL_MODES = frozenset({"none", "estimate", "accurate"})
+# Result parameters this server implements; each is read by parse_search below.
+_RESULT_PARAMS = frozenset(
+    {"_count", "_sort", "_total", "_summary", "_elements", "_cursor", "_format", "_pretty"}
+)
+# Result and special parameters that exist in FHIR but are later work here.
+_NOT_YET = frozenset(
+    {
+        "_include",
+        "_revinclude",
+        "_contained",
+        "_containedType",
+        "_has",
+        "_text",
+        "_content",
+        "_list",
+        "_query",
+        "_filter",
+        "_type",
+    }
+)
+_MODIFIERS: dict[str, frozenset[str]] = {
+    "string": frozenset({"exact", "contains", "missing"}),
+    "token": frozenset({"not", "text", "missing", "of-type"}),
+    "reference": frozenset({"missing", "identifier"}),
+    "date": frozenset({"missing"}),
+    "number": frozenset({"missing"}),
+    "quantity": frozenset({"missing"}),
+    "uri": frozenset({"below", "above", "missing"}),
+}
+# Parameter types this server searches on; composite and special are later work.
+SUPPORTED_PARAM_TYPES = frozenset(_MODIFIERS)
+_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]+$")
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+class InvalidSearch(InvalidRequest):
+    """A search the server cannot run as asked (unknown parameter, bad value, bad modifier)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StringValue:
+    norm: str
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenValue:
+    """``system`` None matches any system; "" matches no system. ``code`` None matches any code."""
+
+    system: str | None
+    code: str | None
+    type_system: str | None = None
+    type_code: str | None = None
+    # For :text, the normalized text to match against displays and CodeableConcept.text.
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DateValue:
+    prefix: str
+    low: datetime
+    high: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NumberValue:
+    prefix: str
+    value: Decimal
+    low: Decimal
+    high: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityValue:
+    prefix: str
+    value: Decimal
+    low: Decimal
+    high: Decimal
+    system: str | None
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceValue:
+    type: str | None
+    id: str | None
+    url: str | None = None
+    identifier_system: str | None = None
+    identifier_value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UriValue:
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class MissingValue:
+    missing: bool
+
+
+Value: TypeAlias = (
+    StringValue
+    | TokenValue
+    | DateValue
+    | NumberValue
+    | QuantityValue
+    | ReferenceValue
+    | UriValue
+    | MissingValue
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """One query key: its values are ORed; clauses are ANDed.
+
+    ``kind`` is the parameter type, or "id" / "lastUpdated" for the columns of the resource table.
+    """
+
+    code: str
+    kind: str
+    param: SearchParam | None
+    modifier: str | None
+    values: tuple[Value, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    code: str
+    kind: str
+    param: SearchParam | None
+    descending: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    resource_type: str
+    clauses: tuple[Clause, ...] = ()
+    sort: tuple[SortKey, ...] = ()
+    count: int = 20
+    total: str = "none"
+    summary: str | None = None
+    elements: tuple[str, ...] = ()
+    cursor: str | None = None
+    # What a lenient search ignored, one message each.
+    ignored: tuple[str, ...] = ()
+    # The query as given, less paging, for building self/next links.
+    query: tuple[tuple[str, str], ...] = field(default=())
+
+
+def split_escaped(text: str, separator: str) -> list[str]:
+    r"""Split on ``separator`` where not escaped with ``\``; escapes are kept for the caller."""
+    parts: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\" and i + 1 < len(text):
+            current.append(text[i : i + 2])
+            i += 2
+            continue
+        if char == separator:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        i += 1
+    parts.append("".join(current))
+    return parts
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\([,|$\\])", r"\1", text)
+
+
+def parse_search(
+    resource_type: str,
+    items: Iterable[tuple[str, str]],
+    registry: SearchRegistry,
+    *,
+    lenient: bool = False,
+    default_count: int = 20,
+    max_count: int = 1000,
+) -> SearchRequest:
+    """Parse query items (in order, repeated keys kept) for a search on ``resource_type``."""
+    params = registry.for_type(resource_type)
+    clauses: list[Clause] = []
+    ignored: list[str] = []
+    sort: tuple[SortKey, ...] = ()
+    count = default_count
+    total = "none"
+    summary: str | None = None
+    elements: tuple[str, ...] = ()
+    cursor: str | None = None
+    query: list[tuple[str, str]] = []
+
+    def refuse(message: str) -> None:
+        if not lenient:
+            raise InvalidSearch(message, issues=(Issue("error", "not-supported", message),))
+        ignored.append(message)
+
+    for key, value in items:
+        if key not in {"_cursor", "_format", "_pretty"}:
+            query.append((key, value))
+        name, _, modifier = key.partition(":")
+        if name in _RESULT_PARAMS:
+            if name == "_count":
+                count = _parse_count(value, max_count)
+            elif name == "_sort":
+                sort = _parse_sort(value, params)
+            elif name == "_total":
+                if value not in TOTAL_MODES:
+                    raise InvalidSearch(f"_total must be one of {', '.join(sorted(TOTAL_MODES))}")
+                total = value
+            elif name == "_summary":
+                if value not in SUMMARY_MODES:
+                    raise InvalidSearch(
+                        f"_summary must be one of {', '.join(sorted(SUMMARY_MODES))}"
+                    )
+                summary = value
+            elif name == "_elements":
+                elements = tuple(e.strip() for e in value.split(",") if e.strip())
+            elif name == "_cursor":
+                cursor = value
+            continue
+        if name in _NOT_YET:
+            refuse(f"the search parameter {name} is not supported yet")
+            continue
+        if name == "_id":
+            if modifier and modifier != "missing":
+                refuse(f"the modifier :{modifier} is not supported on _id")
+                continue
+            ids = tuple(v for v in split_escaped(value, ",") if v)
+            clauses.append(
+                Clause("_id", "id", None, None, tuple(TokenValue(None, _unescape(i)) for i in ids))
+            )
+            continue
+        if name == "_lastUpdated":
+            if modifier:
+                refuse(f"the modifier :{modifier} is not supported on _lastUpdated")
+                continue
+            values = tuple(_date_value(v, name) for v in split_escaped(value, ",") if v)
+            clauses.append(Clause(name, "lastUpdated", None, None, values))
+            continue
+        param = params.get(name)
+        if param is None:
+            refuse(f"unknown search parameter {name!r} for {resource_type}")
+            continue
+        if param.type not in _MODIFIERS or not param.expression:
+            refuse(f"search parameters of type {param.type} ({name}) are not supported yet")
+            continue
+        if modifier and not _modifier_allowed(param, modifier):
+            refuse(f"the modifier :{modifier} is not supported on {name} ({param.type})")
+            continue
+        clauses.append(_parse_clause(param, modifier or None, value))
+    return SearchRequest(
+        resource_type=resource_type,
+        clauses=tuple(clauses),
+        sort=sort,
+        count=count,
+        total=total,
+        summary=summary,
+        elements=elements,
+        cursor=cursor,
+        ignored=tuple(ignored),
+        query=tuple(query),
+    )
+
+
+def _modifier_allowed(param: SearchParam, modifier: str) -> bool:
+    if modifier in _MODIFIERS[param.type]:
+        return True
+    # Reference type modifier, e.g. subject:Patient=123.
+    return (
+        param.type == "reference"
+        and bool(_TYPE_NAME.match(modifier))
+        and (not param.targets or modifier in param.targets)
+    )
+
+
+def _parse_count(value: str, max_count: int) -> int:
+    if not value.isdigit():
+        raise InvalidSearch("_count must be a non-negative whole number")
+    return min(int(value), max_count)
+
+
+def _parse_sort(value: str, params: Mapping[str, SearchParam]) -> tuple[SortKey, ...]:
+    keys = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        descending = item.startswith("-")
+        code = item.removeprefix("-")
+        if code == "_id":
+            keys.append(SortKey(code, "id", None, descending))
+        elif code == "_lastUpdated":
+            keys.append(SortKey(code, "lastUpdated", None, descending))
+        else:
+            param = params.get(code)
+            if param is None or param.type not in _MODIFIERS:
+                raise InvalidSearch(f"cannot sort by {code!r}: not a sortable search parameter")
+            keys.append(SortKey(code, param.type, param, descending))
+    return tuple(keys)
+
+
+def _parse_clause(param: SearchParam, modifier: str | None, text: str) -> Clause:
+    if modifier == "missing":
+        if text not in {"true", "false"}:
+            raise InvalidSearch(f"{param.code}:missing takes true or false")
+        return Clause(param.code, param.type, param, modifier, (MissingValue(text == "true"),))
+    raw_values = [v for v in split_escaped(text, ",") if v != ""]
+    if not raw_values:
+        raise InvalidSearch(f"the search parameter {param.code} has no value")
+    values = tuple(_parse_value(param, modifier, v) for v in raw_values)
+    return Clause(param.code, param.type, param, modifier, values)
+
+
+def _parse_value(param: SearchParam, modifier: str | None, text: str) -> Value:
+    kind = param.type
+    if kind == "string":
+        raw = _unescape(text)
+        return StringValue(normalize_string(raw), raw)
+    if kind == "token":
+        return _token_value(param, modifier, text)
+    if kind == "reference":
+        return _reference_value(param, modifier, text)
+    if kind == "date":
+        return _date_value(text, param.code)
+    if kind == "number":
+        prefix, rest = _split_prefix(text)
+        value, low, high = _number(rest, param.code)
+        return NumberValue(prefix, value, low, high)
+    if kind == "quantity":
+        return _quantity_value(param, text)
+    return UriValue(_unescape(text))
+
+
+def _token_value(param: SearchParam, modifier: str | None, text: str) -> TokenValue:
+    if modifier == "text":
+        return TokenValue(None, None, text=normalize_string(_unescape(text)))
+    parts = [_unescape(p) for p in split_escaped(text, "|")]
+    if modifier == "of-type":
+        if len(parts) != 3 or not parts[2]:
+            raise InvalidSearch(f"{param.code}:of-type takes system|code|value")
+        return TokenValue(None, parts[2], type_system=parts[0] or None, type_code=parts[1] or None)
+    if len(parts) == 1:
+        return TokenValue(None, parts[0])
+    if len(parts) != 2:
+        raise InvalidSearch(f"a token value for {param.code} has more than one unescaped '|'")
+    system, code = parts
+    return TokenValue(system, code or None)
+
+
+def _reference_value(param: SearchParam, modifier: str | None, text: str) -> ReferenceValue:
+    value = _unescape(text)
+    if modifier == "identifier":
+        parts = [_unescape(p) for p in split_escaped(text, "|")]
+        if len(parts) == 1:
+            return ReferenceValue(None, None, identifier_value=parts[0])
+        if len(parts) != 2:
+            raise InvalidSearch(f"{param.code}:identifier takes system|value")
+        return ReferenceValue(
+            None, None, identifier_system=parts[0] or None, identifier_value=parts[1] or None
+        )
+    target = modifier if modifier and _TYPE_NAME.match(modifier) else None
+    if "://" in value or value.startswith("urn:"):
+        return ReferenceValue(None, None, url=value.split("/_history/")[0])
+    segments = value.split("/")
+    if len(segments) >= 4 and segments[-2] == "_history":
+        segments = segments[:-2]
+    if len(segments) == 1:
+        if not _ID.match(segments[0]):
+            raise InvalidSearch(f"{segments[0]!r} is not a valid resource id for {param.code}")
+        if target is None and len(param.targets) == 1:
+            target = param.targets[0]
+        return ReferenceValue(target, segments[0])
+    if len(segments) == 2 and _TYPE_NAME.match(segments[0]) and _ID.match(segments[1]):
+        if target is not None and target != segments[0]:
+            raise InvalidSearch(f"{param.code}:{target} does not match the reference {value!r}")
+        if param.targets and segments[0] not in param.targets:
+            raise InvalidSearch(f"{param.code} cannot refer to a {segments[0]}")
+        return ReferenceValue(segments[0], segments[1])
+    raise InvalidSearch(f"{value!r} is not a reference the server understands for {param.code}")
+
+
+def _split_prefix(text: str) -> tuple[str, str]:
+    if len(text) > 2 and text[:2] in PREFIXES:
+        return text[:2], text[2:]
+    return "eq", text
+
+
+def _date_value(text: str, code: str) -> DateValue:
+    prefix, rest = _split_prefix(text)
+    try:
+        low, high = parse_date_range(rest)
+    except InvalidValue:
+        raise InvalidSearch(f"{rest!r} is not a FHIR date for {code}") from None
+    return DateValue(prefix, low, high)
+
+
+def _number(text: str, code: str) -> tuple[Decimal, Decimal, Decimal]:
+    try:
+        return parse_number_range(text)
+    except InvalidValue:
+        raise InvalidSearch(f"{text!r} is not a number for {code}") from None
+
+
+def _quantity_value(param: SearchParam, text: str) -> QuantityValue:
+    parts = [_unescape(p) for p in split_escaped(text, "|")]
+    if len(parts) not in {1, 3}:
+        raise InvalidSearch(f"a quantity for {param.code} is number or number|system|code")
+    prefix, rest = _split_prefix(parts[0])
+    value, low, high = _number(rest, param.code)
+    system = parts[1] or None if len(parts) == 3 else None
+    code = parts[2] or None if len(parts) == 3 else None
+    return QuantityValue(prefix, value, low, high, system, code)

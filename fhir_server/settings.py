@@ -1,0 +1,26 @@
+"""Server settings, read from ``SDOH_FHIR_*`` environment variables once, in ``create_app``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """What an operator can set; every field maps to ``SDOH_FHIR_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SDOH_FHIR_", extra="ignore")
+
+    # None: start the embedded PostgreSQL in data_dir.
+    database_url: str | None = None
+    data_dir: Path = Path(".sdoh-fhir")
+    # The base URL clients use, for Location headers and Bundle links; None: taken from the request.
+    base_url: str | None = None
+    pool_size: int = 10
+    default_count: int = 20
+    max_count: int = 1000
+    # Largest request body accepted, in bytes.
+    max_body_bytes: int = 16 * 1024 * 1024

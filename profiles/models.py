@@ -1,0 +1,291 @@
+"""The FHIR resource models (fhir.resources R4B): base validation and XML conversion.
+
+This is the only module that imports fhir.resources. R4B is wire-compatible with R4 (4.0.1) for
+the resources this server centres on; the server says ``fhirVersion: 4.0.1``.
+http://hl7.org/fhir/R4/json.html, http://hl7.org/fhir/R4/xml.html
+"""
+
+from __future__ import annotations
+
+import pkgutil
+from dataclasses import dataclass
+from typing import Any
+
+import fhir.resources.R4B as r4b
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
+from lxml import etree
+from pydantic import ValidationError
+
+__all__ = [
+    "RESOURCE_TYPES",
+    "InvalidXml",
+    "ModelIssue",
+    "ResourceInvalid",
+    "model_resource_types",
+    "parse_xml",
+    "build_xml",
+    "validate_resource",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIssue:
+    """One way a resource breaks the base R4 rules, at a FHIRPath-like element path."""
+
+    expression: str
+    message: str
+
+
+class ResourceInvalid(ValueError):
+    """The resource breaks the base specification; ``issues`` says where."""
+
+    def __init__(self, issues: tuple[ModelIssue, ...]) -> None:
+        super().__init__("; ".join(f"{i.expression}: {i.message}" for i in issues))
+        self.issues = issues
+
+
+class InvalidXml(ValueError):
+    """The XML text is not a FHIR resource we can read."""
+
+
+def model_resource_types() -> frozenset[str]:
+    """The resource types the installed models define (slow: imports every model)."""
+    names = set()
+    for module in pkgutil.iter_modules(r4b.__path__):
+        try:
+            cls = get_fhir_model_class(_class_name(module.name))
+        except (KeyError, ValueError, AttributeError):
+            continue
+        if issubclass(cls, Resource) and cls.__name__ not in {"Resource", "DomainResource"}:
+            names.add(cls.__name__)
+    return frozenset(names)
+
+
+def _class_name(module_name: str) -> str:
+    module = __import__(f"fhir.resources.R4B.{module_name}", fromlist=["*"])
+    for attr in dir(module):
+        if attr.lower() == module_name:
+            return attr
+    raise KeyError(module_name)
+
+
+# Every resource type the R4B models define (tests check this list against the models).
+RESOURCE_TYPES: frozenset[str] = frozenset(
+    {
+        "Account",
+        "ActivityDefinition",
+        "AdministrableProductDefinition",
+        "AdverseEvent",
+        "AllergyIntolerance",
+        "Appointment",
+        "AppointmentResponse",
+        "AuditEvent",
+        "Basic",
+        "Binary",
+        "BiologicallyDerivedProduct",
+        "BodyStructure",
+        "Bundle",
+        "CapabilityStatement",
+        "CarePlan",
+        "CareTeam",
+        "CatalogEntry",
+        "ChargeItem",
+        "ChargeItemDefinition",
+        "Citation",
+        "Claim",
+        "ClaimResponse",
+        "ClinicalImpression",
+        "ClinicalUseDefinition",
+        "CodeSystem",
+        "Communication",
+        "CommunicationRequest",
+        "CompartmentDefinition",
+        "Composition",
+        "ConceptMap",
+        "Condition",
+        "Consent",
+        "Contract",
+        "Coverage",
+        "CoverageEligibilityRequest",
+        "CoverageEligibilityResponse",
+        "DetectedIssue",
+        "Device",
+        "DeviceDefinition",
+        "DeviceMetric",
+        "DeviceRequest",
+        "DeviceUseStatement",
+        "DiagnosticReport",
+        "DocumentManifest",
+        "DocumentReference",
+        "Encounter",
+        "Endpoint",
+        "EnrollmentRequest",
+        "EnrollmentResponse",
+        "EpisodeOfCare",
+        "EventDefinition",
+        "Evidence",
+        "EvidenceReport",
+        "EvidenceVariable",
+        "ExampleScenario",
+        "ExplanationOfBenefit",
+        "FamilyMemberHistory",
+        "Flag",
+        "Goal",
+        "GraphDefinition",
+        "Group",
+        "GuidanceResponse",
+        "HealthcareService",
+        "ImagingStudy",
+        "Immunization",
+        "ImmunizationEvaluation",
+        "ImmunizationRecommendation",
+        "ImplementationGuide",
+        "Ingredient",
+        "InsurancePlan",
+        "Invoice",
+        "Library",
+        "Linkage",
+        "List",
+        "Location",
+        "ManufacturedItemDefinition",
+        "Measure",
+        "MeasureReport",
+        "Media",
+        "Medication",
+        "MedicationAdministration",
+        "MedicationDispense",
+        "MedicationKnowledge",
+        "MedicationRequest",
+        "MedicationStatement",
+        "MedicinalProductDefinition",
+        "MessageDefinition",
+        "MessageHeader",
+        "MolecularSequence",
+        "NamingSystem",
+        "NutritionOrder",
+        "NutritionProduct",
+        "Observation",
+        "ObservationDefinition",
+        "OperationDefinition",
+        "OperationOutcome",
+        "Organization",
+        "OrganizationAffiliation",
+        "PackagedProductDefinition",
+        "Parameters",
+        "Patient",
+        "PaymentNotice",
+        "PaymentReconciliation",
+        "Person",
+        "PlanDefinition",
+        "Practitioner",
+        "PractitionerRole",
+        "Procedure",
+        "Provenance",
+        "Questionnaire",
+        "QuestionnaireResponse",
+        "RegulatedAuthorization",
+        "RelatedPerson",
+        "RequestGroup",
+        "ResearchDefinition",
+        "ResearchElementDefinition",
+        "ResearchStudy",
+        "ResearchSubject",
+        "RiskAssessment",
+        "Schedule",
+        "SearchParameter",
+        "ServiceRequest",
+        "Slot",
+        "Specimen",
+        "SpecimenDefinition",
+        "StructureDefinition",
+        "StructureMap",
+        "Subscription",
+        "SubscriptionStatus",
+        "SubscriptionTopic",
+        "Substance",
+        "SubstanceDefinition",
+        "SupplyDelivery",
+        "SupplyRequest",
+        "Task",
+        "TerminologyCapabilities",
+        "TestReport",
+        "TestScript",
+        "ValueSet",
+        "VerificationResult",
+        "VisionPrescription",
+    }
+)
+
+
+def validate_resource(data: dict[str, Any]) -> None:
+    """Check ``data`` against the base R4 rules; raise ResourceInvalid with element paths."""
+    resource_type = data.get("resourceType")
+    if not isinstance(resource_type, str) or resource_type not in RESOURCE_TYPES:
+        raise ResourceInvalid((ModelIssue("resourceType", "unknown or missing resourceType"),))
+    try:
+        get_fhir_model_class(resource_type).model_validate(data)
+    except ValidationError as exc:
+        raise ResourceInvalid(_issues(resource_type, exc)) from None
+    except (ValueError, TypeError, KeyError) as exc:
+        # The models raise a few plain errors from their own validators.
+        raise ResourceInvalid((ModelIssue(resource_type, str(exc)[:500]),)) from None
+
+
+def _issues(resource_type: str, exc: ValidationError) -> tuple[ModelIssue, ...]:
+    issues = []
+    for error in exc.errors(include_input=False, include_url=False, include_context=False)[:50]:
+        path = resource_type
+        for part in error["loc"]:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            elif part != "__root__":
+                path += f".{part}"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown element"
+        issues.append(ModelIssue(path, message))
+    return tuple(issues)
+
+
+def _safe_parser() -> etree.XMLParser:
+    # No DTDs, no entities, no network: XXE and entity expansion are refused.
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+    )
+
+
+def parse_xml(text: bytes) -> dict[str, Any]:
+    """FHIR XML to the JSON form (a dict), validating it on the way."""
+    if b"<!DOCTYPE" in text[:2048] or b"<!ENTITY" in text:
+        raise InvalidXml("DOCTYPE and entity declarations are not allowed")
+    try:
+        root = etree.fromstring(text, parser=_safe_parser())
+    except etree.XMLSyntaxError as exc:
+        raise InvalidXml(f"malformed XML: {exc.msg}") from None
+    tag = etree.QName(root)
+    if tag.namespace != "http://hl7.org/fhir" or tag.localname not in RESOURCE_TYPES:
+        raise InvalidXml(
+            "the root element is not a FHIR resource in the http://hl7.org/fhir namespace"
+        )
+    cls = get_fhir_model_class(tag.localname)
+    try:
+        model = cls.model_validate_xml(text, xmlparser=_safe_parser())
+    except ValidationError as exc:
+        raise ResourceInvalid(_issues(tag.localname, exc)) from None
+    except (ValueError, TypeError, KeyError, AttributeError, etree.LxmlError) as exc:
+        raise InvalidXml(f"cannot read the XML as a {tag.localname}: {str(exc)[:300]}") from None
+    result: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return result
+
+
+def build_xml(data: dict[str, Any], *, pretty: bool = False) -> bytes:
+    """A stored resource (JSON form) as FHIR XML."""
+    cls = get_fhir_model_class(data["resourceType"])
+    xml: bytes | str = cls.model_validate(data).model_dump_xml(pretty_print=pretty)
+    return xml if isinstance(xml, bytes) else xml.encode()

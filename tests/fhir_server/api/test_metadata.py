@@ -1,0 +1,69 @@
+"""The CapabilityStatement lists only what works, and what it lists does work."""
+
+from __future__ import annotations
+
+import httpx
+
+
+async def test_capability_statement(client: httpx.AsyncClient) -> None:
+    response = await client.get("/metadata")
+    assert response.status_code == 200
+    statement = response.json()
+    assert statement["resourceType"] == "CapabilityStatement"
+    assert statement["fhirVersion"] == "4.0.1"
+    resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    assert {
+        "Patient",
+        "Observation",
+        "ServiceRequest",
+        "Task",
+        "Consent",
+        "HealthcareService",
+    } <= set(resources)
+    patient = resources["Patient"]
+    assert {i["code"] for i in patient["interaction"]} >= {
+        "read",
+        "vread",
+        "create",
+        "update",
+        "delete",
+        "search-type",
+    }
+    params = {p["name"] for p in patient["searchParam"]}
+    assert {"name", "family", "birthdate", "identifier", "_id", "_lastUpdated"} <= params
+    assert "_text" not in params and "_content" not in params
+
+
+async def test_every_listed_search_parameter_is_accepted(client: httpx.AsyncClient) -> None:
+    statement = (await client.get("/metadata")).json()
+    sample = {
+        "string": "a",
+        "token": "a",
+        "reference": "Patient/1",
+        "date": "2020",
+        "number": "1",
+        "quantity": "1",
+        "uri": "http://a",
+    }
+    for resource in statement["rest"][0]["resource"]:
+        if resource["type"] not in {
+            "Patient",
+            "Observation",
+            "Task",
+            "ServiceRequest",
+            "Condition",
+            "Consent",
+            "Location",
+            "HealthcareService",
+            "Organization",
+            "Goal",
+            "Group",
+            "Coverage",
+        }:
+            continue
+        for param in resource["searchParam"]:
+            value = sample[param["type"]]
+            if param["type"] == "reference":
+                value = "1"
+            response = await client.get(f"/{resource['type']}", params={param["name"]: value})
+            assert response.status_code == 200, (resource["type"], param["name"], response.text)
