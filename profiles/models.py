@@ -17,6 +17,8 @@ from fhir.resources.R4B.resource import Resource
 from lxml import etree
 from pydantic import ValidationError
 
+from profiles.json_rules import check_json_rules
+
 __all__ = [
     "RESOURCE_TYPES",
     "InvalidXml",
@@ -223,6 +225,10 @@ def validate_resource(data: dict[str, Any]) -> None:
     resource_type = data.get("resourceType")
     if not isinstance(resource_type, str) or resource_type not in RESOURCE_TYPES:
         raise ResourceInvalid((ModelIssue("resourceType", "unknown or missing resourceType"),))
+    # The models coerce ("true" to true, "2" to 2) and allow nulls and empties; R4 JSON does not.
+    breaches = check_json_rules(data)
+    if breaches:
+        raise ResourceInvalid(tuple(ModelIssue(path, message) for path, message in breaches))
     try:
         get_fhir_model_class(resource_type).model_validate(data)
     except ValidationError as exc:

@@ -9,15 +9,14 @@ from importlib.metadata import PackageNotFoundError, version
 
 import orjson
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from fhir_server.api.errors import install_error_handlers
-from fhir_server.api.rest import router
+from fhir_server.api.rest import routes
 from fhir_server.api.state import AppState
 from fhir_server.operations.capability import build_capability_statement
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.settings import Settings
-from fhir_server.storage.migrate import sync_url
+from fhir_server.storage.database import open_pool
 from fhir_server.storage.repository import Indexer
 from profiles.models import RESOURCE_TYPES
 
@@ -35,17 +34,11 @@ def create_app(settings: Settings) -> FastAPI:
     """The FHIR server on ``settings.database_url`` (which must be set: see ``cli.serve``)."""
     if not settings.database_url:
         raise ValueError("create_app needs settings.database_url; `sdoh-fhir serve` sets it")
-    url = sync_url(settings.database_url)
+    url = settings.database_url
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_async_engine(
-            url,
-            pool_size=settings.pool_size,
-            max_overflow=10,
-            connect_args={"options": "-c timezone=UTC"},
-        )
-        read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        pool = await open_pool(url, settings.pool_size)
         registry = SearchRegistry.load_default()
         types = RESOURCE_TYPES & registry.all_resource_types()
         statement = build_capability_statement(
@@ -53,8 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.fhir = AppState(
             settings=settings,
-            engine=engine,
-            read_engine=read_engine,
+            pool=pool,
             registry=registry,
             indexer=Indexer(registry),
             capability_statement=orjson.dumps(statement),
@@ -63,7 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            await engine.dispose()
+            await pool.close()
 
     app = FastAPI(
         title="sdoh-fhir",
@@ -74,7 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     install_error_handlers(app)
-    app.include_router(router)
+    app.router.routes.extend(routes)
     return app
 
 

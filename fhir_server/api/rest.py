@@ -5,17 +5,19 @@ from __future__ import annotations
 import email.utils
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from fhir_server.api.formats import read_body, render_bytes, render_resource
 from fhir_server.api.state import AppState
-from fhir_server.core.errors import InvalidRequest, Issue, NotFound
+from fhir_server.core.errors import InvalidRequest, Issue, NotFound, UnsupportedMediaType
 from fhir_server.search.parse import SearchRequest, parse_search
 from fhir_server.search.sql import Cursor, encode_cursor
 from fhir_server.search.values import InvalidValue, parse_date_range
@@ -28,9 +30,7 @@ from fhir_server.storage.repository import (
     format_instant,
 )
 
-__all__ = ["router"]
-
-router = APIRouter()
+__all__ = ["routes"]
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
@@ -45,22 +45,20 @@ def _state(request: Request) -> AppState:
     return state
 
 
-async def _write_repo(request: Request) -> AsyncIterator[Repository]:
+@asynccontextmanager
+async def _writing(request: Request) -> AsyncIterator[Repository]:
     """A repository in a transaction that commits when the interaction succeeds."""
     state = _state(request)
-    async with state.engine.begin() as conn:
+    async with state.pool.connection() as conn, conn.transaction():
         yield Repository(conn, state.indexer)
 
 
-async def _read_repo(request: Request) -> AsyncIterator[Repository]:
+@asynccontextmanager
+async def _reading(request: Request) -> AsyncIterator[Repository]:
     """A repository for reads: autocommit, so a read costs one round trip."""
     state = _state(request)
-    async with state.read_engine.connect() as conn:
+    async with state.pool.connection() as conn:
         yield Repository(conn, state.indexer)
-
-
-WriteRepo = Annotated[Repository, Depends(_write_repo)]
-ReadRepo = Annotated[Repository, Depends(_read_repo)]
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -71,14 +69,18 @@ def _base(request: Request) -> str:
     return configured.rstrip("/") if configured else str(request.base_url).rstrip("/")
 
 
-def _check_type(request: Request, resource_type: str) -> None:
+def _path_type(request: Request) -> str:
+    resource_type: str = request.path_params["resource_type"]
     if resource_type not in _state(request).resource_types:
         raise NotFound(f"{resource_type!r} is not a resource type this server knows")
+    return resource_type
 
 
-def _check_id(id: str) -> None:
+def _path_id(request: Request) -> str:
+    id: str = request.path_params["id"]
     if not _ID.match(id):
         raise InvalidRequest("a resource id is 1-64 characters: letters, digits, '-' and '.'")
+    return id
 
 
 def _prefer(request: Request, key: str) -> str | None:
@@ -194,81 +196,79 @@ def _parse_instant(value: str, name: str) -> datetime:
 # -- whole system ----------------------------------------------------------------------------
 
 
-@router.get("/metadata")
 async def capabilities(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#capabilities"""
     return render_bytes(request, _state(request).capability_statement)
 
 
-@router.get("/_history")
-async def history_system(request: Request, repo: ReadRepo) -> Response:
+async def history_system(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#history (whole system)."""
-    return await _history(request, repo, None, None)
+    async with _reading(request) as repo:
+        return await _history(request, repo, None, None)
 
 
 # -- type level ------------------------------------------------------------------------------
 
 
-@router.get("/{resource_type}/_history")
-async def history_type(request: Request, resource_type: str, repo: ReadRepo) -> Response:
+async def history_type(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#history (type)."""
-    _check_type(request, resource_type)
-    return await _history(request, repo, resource_type, None)
+    resource_type = _path_type(request)
+    async with _reading(request) as repo:
+        return await _history(request, repo, resource_type, None)
 
 
-@router.post("/{resource_type}/_search")
-async def search_post(request: Request, resource_type: str, repo: ReadRepo) -> Response:
+async def search_post(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#search with the parameters in a form body."""
-    _check_type(request, resource_type)
+    resource_type = _path_type(request)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     items = _search_items(request)
     if media == "application/x-www-form-urlencoded":
         raw = await request.body()
         try:
-            items += parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=False)
+            items += parse_qsl(raw.decode(), keep_blank_values=True)
         except UnicodeDecodeError:
             raise InvalidRequest("the form body is not UTF-8") from None
     elif media:
-        from fhir_server.core.errors import UnsupportedMediaType
-
         raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded")
-    return await _search(request, repo, resource_type, items)
+    async with _reading(request) as repo:
+        return await _search(request, repo, resource_type, items)
 
 
-@router.get("/{resource_type}")
-async def search_type(request: Request, resource_type: str, repo: ReadRepo) -> Response:
+async def search_type(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#search"""
-    _check_type(request, resource_type)
-    return await _search(request, repo, resource_type, _search_items(request))
+    resource_type = _path_type(request)
+    async with _reading(request) as repo:
+        return await _search(request, repo, resource_type, _search_items(request))
 
 
-@router.post("/{resource_type}")
-async def create(request: Request, resource_type: str, repo: WriteRepo) -> Response:
+async def create(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#create and #ccreate (If-None-Exist)."""
-    _check_type(request, resource_type)
+    resource_type = _path_type(request)
     body = await _body(request)
     condition = request.headers.get("if-none-exist")
     criteria = _criteria(request, resource_type, condition) if condition else None
     body.pop("id", None)  # the server assigns the id of a created resource
-    outcome = await repo.create(resource_type, body, if_none_exist=criteria)
+    async with _writing(request) as repo:
+        outcome = await repo.create(resource_type, body, if_none_exist=criteria)
     return _write_response(request, outcome)
 
 
-@router.put("/{resource_type}")
-async def conditional_update(request: Request, resource_type: str, repo: WriteRepo) -> Response:
+async def conditional_update(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#cond-update"""
-    _check_type(request, resource_type)
+    resource_type = _path_type(request)
     criteria = _criteria(request, resource_type)
     body = await _body(request)
-    outcome = await repo.conditional_update(criteria, body, if_match=_if_match(request))
+    async with _writing(request) as repo:
+        outcome = await repo.conditional_update(criteria, body, if_match=_if_match(request))
     return _write_response(request, outcome)
 
 
-@router.delete("/{resource_type}")
-async def conditional_delete(request: Request, resource_type: str, repo: WriteRepo) -> Response:
+async def conditional_delete(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#cdelete"""
-    _check_type(request, resource_type)
-    deleted = await repo.conditional_delete(_criteria(request, resource_type))
+    resource_type = _path_type(request)
+    criteria = _criteria(request, resource_type)
+    async with _writing(request) as repo:
+        deleted = await repo.conditional_delete(criteria)
     headers = {"ETag": deleted.etag} if deleted is not None else None
     return Response(status_code=204, headers=headers)
 
@@ -276,36 +276,30 @@ async def conditional_delete(request: Request, resource_type: str, repo: WriteRe
 # -- instance level --------------------------------------------------------------------------
 
 
-@router.get("/{resource_type}/{id}/_history/{version_id}")
-async def vread(
-    request: Request, resource_type: str, id: str, version_id: str, repo: ReadRepo
-) -> Response:
+async def vread(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#vread"""
-    _check_type(request, resource_type)
-    _check_id(id)
+    resource_type, id = _path_type(request), _path_id(request)
+    version_id = request.path_params["version_id"]
     if not version_id.isdigit():
         raise NotFound(f"{resource_type}/{id} has no version {version_id!r}")
-    stored = await repo.vread(resource_type, id, int(version_id))
+    async with _reading(request) as repo:
+        stored = await repo.vread(resource_type, id, int(version_id))
     assert stored.body is not None
     return render_bytes(request, stored.body, headers=_resource_headers(request, stored))
 
 
-@router.get("/{resource_type}/{id}/_history")
-async def history_instance(
-    request: Request, resource_type: str, id: str, repo: ReadRepo
-) -> Response:
+async def history_instance(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#history (instance)."""
-    _check_type(request, resource_type)
-    _check_id(id)
-    return await _history(request, repo, resource_type, id)
+    resource_type, id = _path_type(request), _path_id(request)
+    async with _reading(request) as repo:
+        return await _history(request, repo, resource_type, id)
 
 
-@router.get("/{resource_type}/{id}")
-async def read(request: Request, resource_type: str, id: str, repo: ReadRepo) -> Response:
+async def read(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#read, with If-None-Match and If-Modified-Since."""
-    _check_type(request, resource_type)
-    _check_id(id)
-    stored = await repo.read(resource_type, id)
+    resource_type, id = _path_type(request), _path_id(request)
+    async with _reading(request) as repo:
+        stored = await repo.read(resource_type, id)
     headers = _resource_headers(request, stored)
     none_match = request.headers.get("if-none-match")
     if none_match is not None:
@@ -328,24 +322,40 @@ async def read(request: Request, resource_type: str, id: str, repo: ReadRepo) ->
     return render_bytes(request, stored.body, headers=headers)
 
 
-@router.put("/{resource_type}/{id}")
-async def update(request: Request, resource_type: str, id: str, repo: WriteRepo) -> Response:
+async def update(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#update (update-as-create when the id is new)."""
-    _check_type(request, resource_type)
-    _check_id(id)
+    resource_type, id = _path_type(request), _path_id(request)
     body = await _body(request)
-    outcome = await repo.update(resource_type, id, body, if_match=_if_match(request))
+    async with _writing(request) as repo:
+        outcome = await repo.update(resource_type, id, body, if_match=_if_match(request))
     return _write_response(request, outcome)
 
 
-@router.delete("/{resource_type}/{id}")
-async def delete(request: Request, resource_type: str, id: str, repo: WriteRepo) -> Response:
+async def delete(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#delete"""
-    _check_type(request, resource_type)
-    _check_id(id)
-    deleted = await repo.delete(resource_type, id)
+    resource_type, id = _path_type(request), _path_id(request)
+    async with _writing(request) as repo:
+        deleted = await repo.delete(resource_type, id)
     headers = {"ETag": deleted.etag} if deleted is not None else None
     return Response(status_code=204, headers=headers)
+
+
+# Specific paths before the general ones: /Patient/_history is not a read of id "_history".
+routes = [
+    Route("/metadata", capabilities, methods=["GET"]),
+    Route("/_history", history_system, methods=["GET"]),
+    Route("/{resource_type}/_history", history_type, methods=["GET"]),
+    Route("/{resource_type}/_search", search_post, methods=["POST"]),
+    Route("/{resource_type}/{id}/_history/{version_id}", vread, methods=["GET"]),
+    Route("/{resource_type}/{id}/_history", history_instance, methods=["GET"]),
+    Route("/{resource_type}/{id}", read, methods=["GET"]),
+    Route("/{resource_type}/{id}", update, methods=["PUT"]),
+    Route("/{resource_type}/{id}", delete, methods=["DELETE"]),
+    Route("/{resource_type}", search_type, methods=["GET"]),
+    Route("/{resource_type}", create, methods=["POST"]),
+    Route("/{resource_type}", conditional_update, methods=["PUT"]),
+    Route("/{resource_type}", conditional_delete, methods=["DELETE"]),
+]
 
 
 # -- bundles ---------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""What the app holds for its lifetime: settings, engines, the search registry and indexer."""
+"""What the app holds for its lifetime: settings, connection pool, search registry, indexer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from psycopg_pool import AsyncConnectionPool
 
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.settings import Settings
@@ -16,8 +17,7 @@ __all__ = ["AppState"]
 @dataclass
 class AppState:
     settings: Settings
-    engine: AsyncEngine
-    read_engine: AsyncEngine
+    pool: AsyncConnectionPool[Any]
     registry: SearchRegistry
     indexer: Indexer
     capability_statement: bytes

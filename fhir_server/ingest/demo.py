@@ -4,29 +4,23 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from fhir_server.ingest.synthetic import demo_population
 from fhir_server.search.registry import SearchRegistry
-from fhir_server.storage.migrate import sync_url
+from fhir_server.storage.database import connect
 from fhir_server.storage.repository import Indexer, Repository
 
 __all__ = ["load_demo"]
 
 
 async def _load(url: str) -> int:
-    engine = create_async_engine(sync_url(url))
     indexer = Indexer(SearchRegistry.load_default())
     count = 0
-    try:
-        async with engine.begin() as conn:
-            repo = Repository(conn, indexer)
-            for resource in demo_population():
-                # PUT with the population's own ids: loading twice changes nothing.
-                await repo.update(resource["resourceType"], resource["id"], resource)
-                count += 1
-    finally:
-        await engine.dispose()
+    async with await connect(url) as conn, conn.transaction():
+        repo = Repository(conn, indexer)
+        for resource in demo_population():
+            # PUT with the population's own ids: loading twice changes nothing.
+            await repo.update(resource["resourceType"], resource["id"], resource)
+            count += 1
     return count
 
 

@@ -22,7 +22,7 @@ import fhirpathpy
 from fhirpathpy.engine.nodes import FP_DateTime, ResourceNode, TypeInfo
 from fhirpathpy.models import models
 
-from fhir_server.search.registry import SearchParam
+from fhir_server.search.registry import SearchParam, split_union
 from fhir_server.search.values import (
     DATE_MAX,
     DATE_MIN,
@@ -151,7 +151,7 @@ class IndexExtractor:
     """Turns resources into index rows for a fixed set of search parameters."""
 
     def __init__(self, params: Iterable[SearchParam], *, fast_path: bool = True) -> None:
-        """Compile every parameter's expression once.
+        """Compile every parameter's expression once; ValueError if one does not compile.
 
         ``fast_path=False`` evaluates every expression with fhirpathpy; it exists to check that
         the fast path gives the same rows.
@@ -167,7 +167,11 @@ class IndexExtractor:
             if fast_path:
                 evaluate = _compile_fast(expression, param.resource_type)
             if evaluate is None:
-                evaluate = _SlowPath(expression)
+                try:
+                    evaluate = _SlowPath(expression)
+                except Exception as exc:  # antlr4 and fhirpathpy raise bare Exceptions
+                    where = f"{param.resource_type}.{param.code}"
+                    raise ValueError(f"{where}: FHIRPath does not compile: {expression}") from exc
                 slow.add((param.resource_type, param.code))
             compiled = _Compiled(param.code, _KIND[param.type], evaluate, converters)
             self._by_type.setdefault(param.resource_type, []).append(compiled)
@@ -248,7 +252,7 @@ def _normalize(expression: str, resource_type: str) -> str:
     a ``Resource.`` root on a concrete resource.
     """
     parts = []
-    for part in _split_union(expression):
+    for part in split_union(expression):
         part = _AS_FUNCTION.sub(r".ofType(\1)", part)
         part = _AS_OPERATOR.sub(r"(\1.ofType(\2))", part)
         top_level = _AS_TOP_LEVEL.fullmatch(part)
@@ -256,23 +260,6 @@ def _normalize(expression: str, resource_type: str) -> str:
             part = f"{top_level[1]}.ofType({top_level[2]})"
         parts.append(_ABSTRACT_ROOT.sub(f"{resource_type}.", part))
     return " | ".join(parts)
-
-
-def _split_union(expression: str) -> list[str]:
-    """Top-level ``|`` operands, ignoring any inside parentheses or string literals."""
-    parts, depth, quoted, start = [], 0, False, 0
-    for i, char in enumerate(expression):
-        if char == "'" and (i == 0 or expression[i - 1] != "\\"):
-            quoted = not quoted
-        elif not quoted and char == "(":
-            depth += 1
-        elif not quoted and char == ")":
-            depth -= 1
-        elif not quoted and depth == 0 and char == "|":
-            parts.append(expression[start:i].strip())
-            start = i + 1
-    parts.append(expression[start:].strip())
-    return parts
 
 
 class _SlowPath:
@@ -293,8 +280,7 @@ class _SlowPath:
             "userInvocationTable": {"resolve": {"fn": _resolve, "arity": {0: []}}},
         }
         self._fns = [
-            fhirpathpy.compile(part, model=_R4, options=options)
-            for part in _split_union(expression)
+            fhirpathpy.compile(part, model=_R4, options=options) for part in split_union(expression)
         ]
 
     def __call__(self, resource: Mapping[str, Any]) -> list[TypedValue]:
@@ -397,19 +383,23 @@ class _ExistsAndNotFalse(_FastPath):
     compares more than one item differently: both go to fhirpathpy.
     """
 
-    __slots__ = ("_extension_keys",)
+    __slots__ = ("_keys", "_extension_keys")
 
     def __init__(self, member: _Member, root_type: str, expression: str) -> None:
         super().__init__([[member]], root_type, expression)
+        self._keys = tuple(key for alts in member.keys.values() for key, _, _ in alts)
         self._extension_keys = tuple(ext for alts in member.keys.values() for _, ext, _ in alts)
 
     def _evaluate(self, resource: Mapping[str, Any]) -> list[TypedValue]:
-        if any(resource.get(key) is not None for key in self._extension_keys):
+        if any(resource.get(key) is not None for key in self._extension_keys) or any(
+            type(resource.get(key)) is list for key in self._keys
+        ):
             raise _Fallback
         items = super()._evaluate(resource)
         if len(items) > 1:
             raise _Fallback
-        return [("boolean", bool(items) and items[0][1] is not False)]
+        # fhirpathpy compares with Python's ==, under which 0 == false too
+        return [("boolean", bool(items) and items[0][1] != False)]  # noqa: E712
 
 
 def _walk(resource: Mapping[str, Any], root_type: str, steps: list[_Step]) -> list[TypedValue]:
@@ -466,7 +456,7 @@ def _field_equals(data: Any, step: _FieldEquals) -> bool:
 
 
 _EXISTS_AND_NOT_FALSE = re.compile(r"(?P<path>[\w.]+)\.exists\(\) and (?P=path) != false")
-_NOT_NUMERIC = frozenset(("boolean", "date", "dateTime", "instant"))  # 0 != false is false
+_SCALAR = frozenset(("boolean", "date", "dateTime", "instant"))
 
 
 def _compile_fast(expression: str, resource_type: str) -> _FastPath | None:
@@ -476,11 +466,11 @@ def _compile_fast(expression: str, resource_type: str) -> _FastPath | None:
         steps = _compile_part(exists["path"], resource_type)
         if steps and len(steps) == 1 and isinstance(steps[0], _Member):
             types = {child for alts in steps[0].keys.values() for _, _, child in alts}
-            if types <= _NOT_NUMERIC:
+            if types <= _SCALAR:
                 return _ExistsAndNotFalse(steps[0], resource_type, expression)
         return None
     parts = []
-    for part in _split_union(expression):
+    for part in split_union(expression):
         steps = _compile_part(_unwrap(part), resource_type)
         if steps is None:
             return None

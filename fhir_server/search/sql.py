@@ -30,6 +30,7 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from fhir_server.core.errors import InvalidRequest
 from fhir_server.core.schema import INDEX_TABLES, resource
@@ -58,6 +59,13 @@ __all__ = [
 ]
 
 r = resource.alias("r")
+_DIALECT = PGDialect_psycopg()
+
+
+def compile_sql(statement: Any) -> tuple[str, dict[str, Any]]:
+    """SQL text and bound parameters for psycopg (pyformat); values are never inlined."""
+    compiled = statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
+    return str(compiled), dict(compiled.params)
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,9 +115,9 @@ def date_bounds(text: str) -> tuple[datetime, datetime]:
         high = _shift(start, offset, timedelta(days=1))
     elif month is not None:
         after = (start.year + start.month // 12, start.month % 12 + 1)
-        high = _shift(_first_of_month(*after), offset) if after[0] <= 9999 else DATE_MAX
+        high = _shift(datetime(*after, 1), offset) if after[0] <= 9999 else DATE_MAX
     else:
-        high = _shift(_first_of_month(start.year + 1, 1), offset) if year != "9999" else DATE_MAX
+        high = _shift(datetime(start.year + 1, 1, 1), offset) if year != "9999" else DATE_MAX
     return low, high
 
 
@@ -129,10 +129,6 @@ def _offset(tz: str | None, text: str) -> timedelta:
         raise InvalidValue(f"not a valid time zone offset: {text!r}")
     delta = timedelta(hours=hours, minutes=minutes)
     return delta if tz[0] == "+" else -delta
-
-
-def _first_of_month(year: int, month: int) -> datetime:
-    return datetime(year, month, 1)
 
 
 def _shift(local: datetime, offset: timedelta, step: timedelta = timedelta(0)) -> datetime:

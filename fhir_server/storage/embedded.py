@@ -137,10 +137,15 @@ class EmbeddedPostgres:
         self.stop()
 
     def _running(self) -> bool:
+        # pg_ctl refuses to run as root, status included: ask as the service user.
+        user = self._service_user()
         result = subprocess.run(
             [str(_bin_dir() / "pg_ctl"), "-D", str(self.pgdata), "status"],
             capture_output=True,
             check=False,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            cwd="/",
         )
         return result.returncode == 0
 

@@ -3,7 +3,8 @@
 The caller owns the connection and its transaction; the repository never commits. Writes validate
 the resource, store the canonical JSON text, append history and rewrite the search-index rows in
 the same transaction. Conditional writes hold a transaction-scoped advisory lock on the normalized
-criteria, so identical concurrent requests are serialized (http.html#cond-update).
+criteria, so identical concurrent requests are serialized (http.html#cond-update). Hot statements
+are plain SQL; searches are built with SQLAlchemy Core and compiled with bound parameters only.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from sqlalchemy import and_, func, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+import psycopg
+from sqlalchemy import and_, select
 
 from fhir_server.core.errors import (
     Gone,
@@ -28,11 +29,18 @@ from fhir_server.core.errors import (
     NotFound,
     PreconditionFailed,
 )
-from fhir_server.core.schema import INDEX_TABLES, compartment, resource, resource_history
+from fhir_server.core.schema import resource_history
 from fhir_server.search.extract import IndexExtractor, ResourceIndex, patient_compartment_ids
 from fhir_server.search.parse import SearchRequest
 from fhir_server.search.registry import SearchRegistry, load_patient_compartment
-from fhir_server.search.sql import Cursor, build_count, build_ids, build_search, decode_cursor
+from fhir_server.search.sql import (
+    Cursor,
+    build_count,
+    build_ids,
+    build_search,
+    compile_sql,
+    decode_cursor,
+)
 from profiles.models import ResourceInvalid, validate_resource
 
 __all__ = [
@@ -43,7 +51,10 @@ __all__ = [
     "SearchPage",
     "StoredResource",
     "WriteOutcome",
+    "canonical_resource",
+    "check_resource",
     "format_instant",
+    "now_millis",
 ]
 
 
@@ -115,12 +126,12 @@ def format_instant(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _now() -> datetime:
+def now_millis() -> datetime:
     moment = datetime.now(UTC)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
-def _canonical(
+def canonical_resource(
     resource_type: str, id: str, version_id: int, last_updated: datetime, body: dict[str, Any]
 ) -> dict[str, Any]:
     """The resource as the server stores it: resourceType, id and meta first, meta filled in."""
@@ -149,8 +160,71 @@ def _content(body: dict[str, Any]) -> dict[str, Any]:
     return rest
 
 
-def _lock_key(text_key: str) -> Any:
-    return func.pg_advisory_xact_lock(func.hashtextextended(text_key, 0))
+_READ = (
+    "SELECT version_id, last_updated, deleted, body FROM resource"
+    " WHERE resource_type = %s AND id = %s"
+)
+_VREAD = (
+    "SELECT last_updated, deleted, body FROM resource_history"
+    " WHERE resource_type = %s AND id = %s AND version_id = %s"
+)
+_CURRENT = (
+    "SELECT rid, version_id, deleted, body, last_updated FROM resource"
+    " WHERE resource_type = %s AND id = %s"
+)
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+# The resource row and its first history row in one round trip.
+_INSERT = (
+    "WITH new AS ("
+    " INSERT INTO resource (resource_type, id, rid, version_id, last_updated, deleted, body)"
+    " VALUES (%(t)s, %(id)s, nextval('resource_rid_seq'), 1, %(now)s, false, %(body)s)"
+    " RETURNING rid)"
+    " INSERT INTO resource_history"
+    " (resource_type, id, version_id, seq, last_updated, method, deleted, body)"
+    " VALUES (%(t)s, %(id)s, 1, nextval('resource_history_seq'), %(now)s, 'POST', false,"
+    " %(body)s)"
+    " RETURNING (SELECT rid FROM new)"
+)
+# The new current row and its history row in one round trip.
+_UPDATE = (
+    "WITH changed AS ("
+    " UPDATE resource SET version_id = %(v)s, last_updated = %(now)s, deleted = %(deleted)s,"
+    " body = %(body)s WHERE resource_type = %(t)s AND id = %(id)s)"
+    " INSERT INTO resource_history"
+    " (resource_type, id, version_id, seq, last_updated, method, deleted, body)"
+    " VALUES (%(t)s, %(id)s, %(v)s, nextval('resource_history_seq'), %(now)s, %(method)s,"
+    " %(deleted)s, %(body)s)"
+)
+_INDEX_INSERTS = {
+    "strings": ("idx_string", ("norm", "value")),
+    "tokens": ("idx_token", ("system", "code", "text", "type_system", "type_code")),
+    "dates": ("idx_date", ("low", "high")),
+    "numbers": ("idx_number", ("value", "low", "high")),
+    "quantities": ("idx_quantity", ("system", "code", "unit", "value", "low", "high")),
+    "uris": ("idx_uri", ("value",)),
+    "references": (
+        "idx_reference",
+        ("target_type", "target_id", "url", "identifier_system", "identifier_value"),
+    ),
+}
+_INDEX_SQL = {
+    field: f"INSERT INTO {table} (resource_type, rid, param, {', '.join(columns)})"
+    f" VALUES ({', '.join(['%s'] * (len(columns) + 3))})"
+    for field, (table, columns) in _INDEX_INSERTS.items()
+}
+_COMPARTMENT_SQL = (
+    "INSERT INTO compartment (resource_type, rid, compartment_type, compartment_id)"
+    " VALUES (%s, %s, 'Patient', %s)"
+)
+# All eight tables in one round trip.
+_DROP_INDEX = (
+    "WITH "
+    + ", ".join(
+        f"d{i} AS (DELETE FROM {table} WHERE resource_type = %(t)s AND rid = %(rid)s)"
+        for i, (table, _) in enumerate(_INDEX_INSERTS.values())
+    )
+    + " DELETE FROM compartment WHERE resource_type = %(t)s AND rid = %(rid)s"
+)
 
 
 def normalize_criteria(resource_type: str, items: Sequence[tuple[str, str]]) -> str:
@@ -161,7 +235,7 @@ def normalize_criteria(resource_type: str, items: Sequence[tuple[str, str]]) -> 
 class Repository:
     """Reads and writes resources on one connection, inside the caller's transaction."""
 
-    def __init__(self, conn: AsyncConnection, indexer: Indexer) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], indexer: Indexer) -> None:
         self.conn = conn
         self.indexer = indexer
 
@@ -169,51 +243,38 @@ class Repository:
 
     async def read(self, resource_type: str, id: str) -> StoredResource:
         """http://hl7.org/fhir/R4/http.html#read"""
-        row = (
-            await self.conn.execute(
-                select(
-                    resource.c.version_id,
-                    resource.c.last_updated,
-                    resource.c.deleted,
-                    resource.c.body,
-                ).where(resource.c.resource_type == resource_type, resource.c.id == id)
-            )
-        ).first()
+        row = await (await self.conn.execute(_READ, (resource_type, id))).fetchone()
         if row is None:
             raise NotFound(f"{resource_type}/{id} is not known")
+        version_id, last_updated, deleted, body = row
         stored = StoredResource(
             resource_type,
             id,
-            row.version_id,
-            row.last_updated,
-            row.deleted,
-            row.body.encode() if row.body is not None else None,
+            version_id,
+            last_updated,
+            deleted,
+            body.encode() if body is not None else None,
         )
-        if stored.deleted:
+        if deleted:
             raise _gone(stored)
         return stored
 
     async def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource:
         """http://hl7.org/fhir/R4/http.html#vread"""
-        h = resource_history
-        row = (
-            await self.conn.execute(
-                select(h.c.last_updated, h.c.deleted, h.c.body).where(
-                    h.c.resource_type == resource_type, h.c.id == id, h.c.version_id == version_id
-                )
-            )
-        ).first()
+        cursor = await self.conn.execute(_VREAD, (resource_type, id, version_id))
+        row = await cursor.fetchone()
         if row is None:
             raise NotFound(f"{resource_type}/{id} has no version {version_id}")
+        last_updated, deleted, body = row
         stored = StoredResource(
             resource_type,
             id,
             version_id,
-            row.last_updated,
-            row.deleted,
-            row.body.encode() if row.body is not None else None,
+            last_updated,
+            deleted,
+            body.encode() if body is not None else None,
         )
-        if stored.deleted:
+        if deleted:
             raise _gone(stored)
         return stored
 
@@ -223,27 +284,21 @@ class Repository:
         total = await self._total(request)
         if request.summary == "count":
             return SearchPage((), None, None, total)
-        rows = (await self.conn.execute(build_search(request, cursor))).all()
+        rows = await self._all(build_search(request, cursor))
         more = len(rows) > request.count
         rows = rows[: request.count]
         backwards = cursor is not None and cursor.backwards
         if backwards:
             rows.reverse()
+        # Row: rid, id, version_id, last_updated, body, sort values...
         found = tuple(
-            StoredResource(
-                request.resource_type,
-                row.id,
-                row.version_id,
-                row.last_updated,
-                False,
-                row.body.encode(),
-            )
+            StoredResource(request.resource_type, row[1], row[2], row[3], False, row[4].encode())
             for row in rows
         )
         arity = len(request.sort)
 
         def position(row: Any, back: bool) -> Cursor:
-            return Cursor(tuple(row[5 + i] for i in range(arity)), row.rid, back)
+            return Cursor(tuple(row[5 + i] for i in range(arity)), row[0], back)
 
         next_cursor = previous_cursor = None
         if rows:
@@ -255,16 +310,15 @@ class Repository:
 
     async def _total(self, request: SearchRequest) -> int | None:
         if request.total == "accurate" or request.summary == "count":
-            return int((await self.conn.execute(build_count(request))).scalar_one())
+            return int((await self._all(build_count(request)))[0][0])
         if request.total == "estimate":
             # The planner's row estimate: no scan, so cheap on any size of table.
-            compiled = build_count(request).compile(dialect=self.conn.dialect)
-            plan = (
-                await self.conn.exec_driver_sql(
-                    f"EXPLAIN (FORMAT JSON) {compiled}", dict(compiled.params)
-                )
-            ).scalar_one()
-            node = (plan if isinstance(plan, list) else orjson.loads(plan))[0]["Plan"]
+            sql, params = compile_sql(build_count(request))
+            cursor = await self.conn.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+            row = await cursor.fetchone()
+            assert row is not None
+            plan = row[0] if isinstance(row[0], list) else orjson.loads(row[0])
+            node = plan[0]["Plan"]
             while node.get("Node Type") == "Aggregate" and node.get("Plans"):
                 node = node["Plans"][0]
             return int(node["Plan Rows"])
@@ -272,8 +326,7 @@ class Repository:
 
     async def find(self, request: SearchRequest, limit: int = 2) -> list[str]:
         """Ids of up to ``limit`` resources matching ``request`` (for conditional interactions)."""
-        rows = await self.conn.execute(build_ids(request, limit))
-        return [row[0] for row in rows]
+        return [row[0] for row in await self._all(build_ids(request, limit))]
 
     async def history(
         self,
@@ -287,7 +340,16 @@ class Repository:
     ) -> HistoryPage:
         """http://hl7.org/fhir/R4/http.html#history, newest first."""
         h = resource_history
-        query = select(h)
+        query = select(
+            h.c.resource_type,
+            h.c.id,
+            h.c.version_id,
+            h.c.last_updated,
+            h.c.deleted,
+            h.c.body,
+            h.c.method,
+            h.c.seq,
+        )
         if resource_type is not None:
             query = query.where(h.c.resource_type == resource_type)
         if id is not None:
@@ -318,19 +380,19 @@ class Repository:
                 | and_(h.c.last_updated == position[0], h.c.seq < position[1])
             )
         query = query.order_by(h.c.last_updated.desc(), h.c.seq.desc()).limit(count + 1)
-        rows = (await self.conn.execute(query)).all()
+        rows = await self._all(query)
         entries = tuple(
             HistoryEntry(
                 StoredResource(
-                    row.resource_type,
-                    row.id,
-                    row.version_id,
-                    row.last_updated,
-                    row.deleted,
-                    row.body.encode() if row.body is not None else None,
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    row[5].encode() if row[5] is not None else None,
                 ),
-                row.method,
-                row.seq,
+                row[6],
+                row[7],
             )
             for row in rows[:count]
         )
@@ -350,7 +412,7 @@ class Repository:
         if_none_exist: SearchRequest | None = None,
     ) -> WriteOutcome:
         """http://hl7.org/fhir/R4/http.html#create (and conditional create)."""
-        _check(resource_type, body)
+        check_resource(resource_type, body)
         if if_none_exist is not None:
             await self._lock(normalize_criteria(resource_type, if_none_exist.query))
             found = await self.find(if_none_exist)
@@ -381,62 +443,58 @@ class Repository:
                     ),
                 ),
             )
-        _check(resource_type, body)
+        check_resource(resource_type, body)
         await self._lock(f"{resource_type}/{id}")
-        current = (
-            await self.conn.execute(
-                select(
-                    resource.c.rid,
-                    resource.c.version_id,
-                    resource.c.deleted,
-                    resource.c.body,
-                    resource.c.last_updated,
-                ).where(resource.c.resource_type == resource_type, resource.c.id == id)
-            )
-        ).first()
+        current = await (await self.conn.execute(_CURRENT, (resource_type, id))).fetchone()
         if current is None:
             if if_match is not None:
                 raise PreconditionFailed(f"{resource_type}/{id} does not exist (If-Match)")
             return await self._insert(resource_type, id, body)
-        if if_match is not None and if_match != current.version_id:
+        rid, current_version, deleted, current_body, current_updated = current
+        if if_match is not None and if_match != current_version:
             raise PreconditionFailed(
-                f"version conflict: {resource_type}/{id} is at version {current.version_id}, "
+                f"version conflict: {resource_type}/{id} is at version {current_version}, "
                 f"not {if_match}"
             )
-        if not current.deleted and _content(orjson.loads(current.body)) == _content(body):
+        if not deleted and _content(orjson.loads(current_body)) == _content(body):
             # An update that changes nothing makes no new version.
             return WriteOutcome(
                 StoredResource(
                     resource_type,
                     id,
-                    current.version_id,
-                    current.last_updated,
+                    current_version,
+                    current_updated,
                     False,
-                    current.body.encode(),
+                    current_body.encode(),
                 ),
                 created=False,
             )
-        version_id = current.version_id + 1
-        now = _now()
-        stored_body = _canonical(resource_type, id, version_id, now, body)
+        version_id = current_version + 1
+        now = now_millis()
+        stored_body = canonical_resource(resource_type, id, version_id, now, body)
         text_body = orjson.dumps(stored_body).decode()
         await self.conn.execute(
-            update(resource)
-            .where(resource.c.resource_type == resource_type, resource.c.id == id)
-            .values(version_id=version_id, last_updated=now, deleted=False, body=text_body)
+            _UPDATE,
+            {
+                "t": resource_type,
+                "id": id,
+                "v": version_id,
+                "now": now,
+                "deleted": False,
+                "body": text_body,
+                "method": "PUT",
+            },
         )
-        await self._append_history(resource_type, id, version_id, now, "PUT", text_body)
-        await self._drop_index(resource_type, current.rid)
-        await self._write_index(resource_type, id, current.rid, stored_body)
+        await self._reindex(resource_type, id, rid, stored_body, drop=True)
         stored = StoredResource(resource_type, id, version_id, now, False, text_body.encode())
-        return WriteOutcome(stored, created=current.deleted)
+        return WriteOutcome(stored, created=deleted)
 
     async def conditional_update(
         self, criteria: SearchRequest, body: dict[str, Any], *, if_match: int | None = None
     ) -> WriteOutcome:
         """http://hl7.org/fhir/R4/http.html#cond-update"""
         resource_type = criteria.resource_type
-        _check(resource_type, body)
+        check_resource(resource_type, body)
         await self._lock(normalize_criteria(resource_type, criteria.query))
         found = await self.find(criteria)
         if len(found) > 1:
@@ -454,26 +512,27 @@ class Repository:
     async def delete(self, resource_type: str, id: str) -> StoredResource | None:
         """http://hl7.org/fhir/R4/http.html#delete: soft; None if it was already deleted."""
         await self._lock(f"{resource_type}/{id}")
-        current = (
-            await self.conn.execute(
-                select(resource.c.rid, resource.c.version_id, resource.c.deleted).where(
-                    resource.c.resource_type == resource_type, resource.c.id == id
-                )
-            )
-        ).first()
+        current = await (await self.conn.execute(_CURRENT, (resource_type, id))).fetchone()
         if current is None:
             raise NotFound(f"{resource_type}/{id} is not known")
-        if current.deleted:
+        rid, current_version, deleted = current[:3]
+        if deleted:
             return None
-        version_id = current.version_id + 1
-        now = _now()
+        version_id = current_version + 1
+        now = now_millis()
         await self.conn.execute(
-            update(resource)
-            .where(resource.c.resource_type == resource_type, resource.c.id == id)
-            .values(version_id=version_id, last_updated=now, deleted=True, body=None)
+            _UPDATE,
+            {
+                "t": resource_type,
+                "id": id,
+                "v": version_id,
+                "now": now,
+                "deleted": True,
+                "body": None,
+                "method": "DELETE",
+            },
         )
-        await self._append_history(resource_type, id, version_id, now, "DELETE", None)
-        await self._drop_index(resource_type, current.rid)
+        await self.conn.execute(_DROP_INDEX, {"t": resource_type, "rid": rid})
         return StoredResource(resource_type, id, version_id, now, True, None)
 
     async def conditional_delete(self, criteria: SearchRequest) -> StoredResource | None:
@@ -487,105 +546,53 @@ class Repository:
         return await self.delete(criteria.resource_type, found[0])
 
     async def _lock(self, key: str) -> None:
-        await self.conn.execute(select(_lock_key(key)))
+        await self.conn.execute(_LOCK, (key,))
+
+    async def _all(self, statement: Any) -> list[Any]:
+        sql, params = compile_sql(statement)
+        return await (await self.conn.execute(sql, params)).fetchall()
 
     async def _insert(self, resource_type: str, id: str, body: dict[str, Any]) -> WriteOutcome:
-        now = _now()
-        stored_body = _canonical(resource_type, id, 1, now, body)
+        now = now_millis()
+        stored_body = canonical_resource(resource_type, id, 1, now, body)
         text_body = orjson.dumps(stored_body).decode()
-        rid = (
-            await self.conn.execute(
-                insert(resource)
-                .values(
-                    resource_type=resource_type,
-                    id=id,
-                    rid=func.nextval("resource_rid_seq"),
-                    version_id=1,
-                    last_updated=now,
-                    deleted=False,
-                    body=text_body,
-                )
-                .returning(resource.c.rid)
-            )
-        ).scalar_one()
-        await self._append_history(resource_type, id, 1, now, "POST", text_body)
-        await self._write_index(resource_type, id, rid, stored_body)
+        cursor = await self.conn.execute(
+            _INSERT, {"t": resource_type, "id": id, "now": now, "body": text_body}
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        await self._reindex(resource_type, id, row[0], stored_body, drop=False)
         stored = StoredResource(resource_type, id, 1, now, False, text_body.encode())
         return WriteOutcome(stored, created=True)
 
-    async def _append_history(
-        self,
-        resource_type: str,
-        id: str,
-        version_id: int,
-        now: datetime,
-        method: str,
-        body: str | None,
+    async def _reindex(
+        self, resource_type: str, id: str, rid: int, body: dict[str, Any], *, drop: bool
     ) -> None:
-        await self.conn.execute(
-            insert(resource_history).values(
-                resource_type=resource_type,
-                id=id,
-                version_id=version_id,
-                seq=func.nextval("resource_history_seq"),
-                last_updated=now,
-                method=method,
-                deleted=body is None,
-                body=body,
-            )
-        )
-
-    async def _write_index(
-        self, resource_type: str, id: str, rid: int, body: dict[str, Any]
-    ) -> None:
+        """Replace the resource's index rows; all statements go in one pipeline."""
         index = self.indexer.extract(resource_type, body)
-        common = {"resource_type": resource_type, "rid": rid}
-        for kind, rows in (
-            ("string", index.strings),
-            ("token", index.tokens),
-            ("date", index.dates),
-            ("number", index.numbers),
-            ("quantity", index.quantities),
-            ("uri", index.uris),
-            ("reference", index.references),
-        ):
-            if rows:
-                table = INDEX_TABLES[kind]
-                await self.conn.execute(
-                    insert(table), [{**common, **_row_dict(row)} for row in rows]
-                )
         patients = patient_compartment_ids(
             resource_type, id, index.references, self.indexer.compartment_params(resource_type)
         )
-        if patients:
-            await self.conn.execute(
-                insert(compartment),
-                [
-                    {**common, "compartment_type": "Patient", "compartment_id": p}
-                    for p in sorted(patients)
-                ],
-            )
-
-    async def _drop_index(self, resource_type: str, rid: int) -> None:
-        # One round trip for all eight tables.
-        tables = [*INDEX_TABLES.values(), compartment]
-        ctes = ", ".join(
-            f"d{i} AS (DELETE FROM {t.name} WHERE resource_type = :t AND rid = :rid)"
-            for i, t in enumerate(tables[:-1])
-        )
-        await self.conn.execute(
-            text(
-                f"WITH {ctes} DELETE FROM {tables[-1].name} WHERE resource_type = :t AND rid = :rid"
-            ),
-            {"t": resource_type, "rid": rid},
-        )
+        async with self.conn.pipeline(), self.conn.cursor() as cur:
+            if drop:
+                await cur.execute(_DROP_INDEX, {"t": resource_type, "rid": rid})
+            for field, (_, columns) in _INDEX_INSERTS.items():
+                rows = getattr(index, field)
+                if rows:
+                    await cur.executemany(
+                        _INDEX_SQL[field],
+                        [
+                            (resource_type, rid, row.param, *(getattr(row, c) for c in columns))
+                            for row in rows
+                        ],
+                    )
+            if patients:
+                await cur.executemany(
+                    _COMPARTMENT_SQL, [(resource_type, rid, p) for p in sorted(patients)]
+                )
 
 
-def _row_dict(row: Any) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in row.__slots__}
-
-
-def _check(resource_type: str, body: dict[str, Any]) -> None:
+def check_resource(resource_type: str, body: dict[str, Any]) -> None:
     if body.get("resourceType") != resource_type:
         raise InvalidRequest(
             f"the body is a {body.get('resourceType')!r}, not a {resource_type}",

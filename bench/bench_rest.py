@@ -1,0 +1,266 @@
+"""REST benchmark: read/s, create/s and search latency at concurrency 32, beside the stack's floor.
+
+Loads a synthetic SDoH population (default 1 million resources) into an embedded PostgreSQL,
+starts ``sdoh-fhir serve`` on it, and drives it with wrk (Debian package ``wrk``), which takes
+little CPU. In the same run it measures the floor: a bare FastAPI + psycopg endpoint reading one
+stored row by id (bench/floor_app.py), and a raw COPY of the same JSON.
+
+    python bench/bench_rest.py --resources 1000000 --data-dir /tmp/sdoh-bench
+
+Prints the figures; a script run by hand, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fhir_server.ingest.synthetic import generate_population  # noqa: E402
+from fhir_server.search.registry import SearchRegistry  # noqa: E402
+from fhir_server.storage.bulk import load_new_resources  # noqa: E402
+from fhir_server.storage.embedded import EmbeddedPostgres  # noqa: E402
+from fhir_server.storage.migrate import upgrade  # noqa: E402
+from fhir_server.storage.repository import Indexer  # noqa: E402
+
+RESOURCES_PER_PATIENT = 11.7
+
+_REPORT = """
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout
+  io.write(string.format(
+    "RESULT requests=%d duration_us=%d errors=%d non2xx=%d p50=%d p95=%d p99=%d\\n",
+    summary.requests, summary.duration, errors, summary.errors.status,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+_RANDOM_PATHS = """
+local paths = {}
+init = function(args)
+  for line in io.lines(args[1]) do paths[#paths + 1] = line end
+  math.randomseed(os.time())
+end
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+""" + _REPORT
+
+_CREATE = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/fhir+json"
+wrk.headers["Prefer"] = "return=minimal"
+wrk.body = [[BODY]]
+""" + _REPORT
+
+
+def conninfo(url: str) -> str:
+    match = re.match(r"postgresql\+psycopg://([^@]*)@([^/]*)/([^?]+)(?:\?host=(.*))?", url)
+    if not match:
+        return url.replace("postgresql+psycopg://", "postgresql://")
+    user, hostport, db, socket_host = match.groups()
+    host = socket_host or hostport.split(":")[0]
+    return f"host={host} user={user} dbname={db}"
+
+
+def _population_part(args: tuple[str, int, int, int]) -> int:
+    dsn, n_patients, part, parts = args
+    indexer = Indexer(SearchRegistry.load_default())
+    stream = (r for i, r in enumerate(generate_population(n_patients, seed=7)) if i % parts == part)
+    return load_new_resources(dsn, stream, indexer).stored
+
+
+def load(dsn: str, target: int) -> tuple[int, float]:
+    with psycopg.connect(dsn) as conn:
+        have = conn.execute("SELECT count(*) FROM resource").fetchone()[0]  # type: ignore[index]
+    if have >= target * 0.95:
+        return have, 0.0
+    if have:
+        sys.exit(f"the database holds {have} resources, fewer than asked: use a new --data-dir")
+    n_patients = int(target / RESOURCES_PER_PATIENT)
+    parts = os.cpu_count() or 2
+    started = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(parts) as pool:
+        stored = sum(pool.map(_population_part, [(dsn, n_patients, p, parts)
+                                                 for p in range(parts)]))
+    elapsed = time.perf_counter() - started
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    return stored, stored / elapsed
+
+
+def raw_copy_rate(dsn: str, n: int) -> float:
+    """Resources/s of a raw COPY of the same JSON into a bare table: the floor of any loader."""
+    bodies = [orjson.dumps(r).decode() for r in _take(generate_population(n // 11 + 1, seed=9), n)]
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TEMP TABLE raw_copy (body text)")
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy("COPY raw_copy (body) FROM STDIN") as copy:
+            for body in bodies:
+                copy.write_row((body,))
+        conn.commit()
+        elapsed = time.perf_counter() - started
+    return len(bodies) / elapsed
+
+
+def _take(items: Iterator[dict[str, Any]], n: int) -> Iterator[dict[str, Any]]:
+    for i, item in enumerate(items):
+        if i >= n:
+            return
+        yield item
+
+
+def _wait(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"the server exited: {process.stdout.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.5)
+    sys.exit(f"{url} did not answer")
+
+
+def wrk(url: str, script: str, args: list[str], duration: int, connections: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(script)
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
+               "-s", lua.name, url, *(["--", *args] if args else [])]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    os.unlink(lua.name)
+    line = next(line for line in output.splitlines() if line.startswith("RESULT"))
+    values = dict(item.split("=") for item in line.split()[1:])
+    seconds = int(values["duration_us"]) / 1e6
+    return {
+        "rps": int(values["requests"]) / seconds,
+        "p50_ms": int(values["p50"]) / 1000,
+        "p95_ms": int(values["p95"]) / 1000,
+        "p99_ms": int(values["p99"]) / 1000,
+        "errors": int(values["errors"]) + int(values["non2xx"]),
+    }
+
+
+def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resources", type=int, default=1_000_000)
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/sdoh-bench"))
+    parser.add_argument("--duration", type=int, default=20, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=8180)
+    options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+
+    embedded = EmbeddedPostgres(options.data_dir)
+    url = embedded.start()
+    try:
+        upgrade(url)
+        dsn = conninfo(url)
+        stored, load_rate = load(dsn, options.resources)
+        print(f"stored resources: {stored}")
+        if load_rate:
+            print(f"bulk load (validate + index + COPY, {os.cpu_count()} processes): "
+                  f"{load_rate:,.0f} resources/s")
+        print(f"raw COPY of the same JSON (1 process): {raw_copy_rate(dsn, 100_000):,.0f} "
+              "resources/s")
+        with psycopg.connect(dsn) as conn:
+            patients = [r[0] for r in conn.execute(
+                "SELECT id FROM resource WHERE resource_type = 'Patient' AND NOT deleted "
+                "ORDER BY random() LIMIT 5000")]
+            category = conn.execute(
+                "SELECT code FROM idx_token WHERE resource_type = 'Observation' "
+                "AND param = 'category' GROUP BY code ORDER BY count(*) DESC LIMIT 1"
+            ).fetchone()[0]  # type: ignore[index]
+        work = Path(tempfile.mkdtemp())
+        (work / "read.txt").write_text("".join(f"/Patient/{p}\n" for p in patients))
+        (work / "search.txt").write_text("".join(
+            f"/Observation?subject=Patient/{p}&category={category}&_sort=-date&_count=5\n"
+            for p in patients))
+        observation = {
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "88122-7"}]},
+            "subject": {"reference": f"Patient/{random.choice(patients)}"},
+            "effectiveDateTime": "2026-11-01T10:00:00-05:00",
+            "valueCodeableConcept": {"coding": [{"system": "http://loinc.org",
+                                                 "code": "LA28397-0"}]},
+        }
+        env = {**os.environ, "SDOH_FHIR_DATABASE_URL": url}
+        base = f"http://127.0.0.1:{options.port}"
+        results: dict[str, dict[str, float]] = {}
+
+        server = _start([sys.executable, "-m", "fhir_server", "serve", "--port",
+                         str(options.port), "--workers", str(options.workers)], env)
+        try:
+            _wait(f"{base}/metadata", server)
+            for name, path, script, args in [
+                ("read", "", _RANDOM_PATHS, [str(work / "read.txt")]),
+                ("search", "", _RANDOM_PATHS, [str(work / "search.txt")]),
+                ("create", "/Observation",
+                 _CREATE.replace("BODY", orjson.dumps(observation).decode()), []),
+            ]:
+                wrk(base + path, script, args, 3, options.connections)  # warm-up
+                results[name] = wrk(base + path, script, args, options.duration,
+                                    options.connections)
+        finally:
+            _stop(server)
+
+        floor = _start([sys.executable, "-m", "uvicorn", "floor_app:app", "--port",
+                        str(options.port), "--workers", str(options.workers),
+                        "--log-level", "warning", "--no-access-log"],
+                       {**env, "FLOOR_CONNINFO": dsn, "PYTHONPATH": str(ROOT / "bench")})
+        try:
+            _wait(f"{base}/Patient/none", floor)
+            wrk(base, _RANDOM_PATHS, [str(work / "read.txt")], 3, options.connections)
+            results["floor read"] = wrk(base, _RANDOM_PATHS, [str(work / "read.txt")],
+                                        options.duration, options.connections)
+        finally:
+            _stop(floor)
+    finally:
+        embedded.stop()
+
+    print(f"\nconcurrency {options.connections}, {options.workers} workers, "
+          f"{options.duration}s per run, {os.cpu_count()} cores")
+    print(f"{'':12} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for name, r in results.items():
+        print(f"{name:12} {r['rps']:9,.0f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} "
+              f"{r['p99_ms']:8.1f} {r['errors']:7.0f}")
+    print(f"read / floor read: {results['read']['rps'] / results['floor read']['rps']:.0%}")
+
+
+if __name__ == "__main__":
+    main()
