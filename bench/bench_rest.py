@@ -54,7 +54,8 @@ done = function(summary, latency, requests)
 end
 """
 
-_RANDOM_PATHS = """
+_RANDOM_PATHS = (
+    """
 local paths = {}
 init = function(args)
   for line in io.lines(args[1]) do paths[#paths + 1] = line end
@@ -63,14 +64,19 @@ end
 request = function()
   return wrk.format("GET", paths[math.random(#paths)])
 end
-""" + _REPORT
+"""
+    + _REPORT
+)
 
-_CREATE = """
+_CREATE = (
+    """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/fhir+json"
 wrk.headers["Prefer"] = "return=minimal"
 wrk.body = [[BODY]]
-""" + _REPORT
+"""
+    + _REPORT
+)
 
 
 def conninfo(url: str) -> str:
@@ -100,8 +106,9 @@ def load(dsn: str, target: int) -> tuple[int, float]:
     parts = os.cpu_count() or 2
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(parts) as pool:
-        stored = sum(pool.map(_population_part, [(dsn, n_patients, p, parts)
-                                                 for p in range(parts)]))
+        stored = sum(
+            pool.map(_population_part, [(dsn, n_patients, p, parts) for p in range(parts)])
+        )
     elapsed = time.perf_counter() - started
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
@@ -142,11 +149,23 @@ def _wait(url: str, process: subprocess.Popen[bytes]) -> None:
     sys.exit(f"{url} did not answer")
 
 
-def wrk(url: str, script: str, args: list[str], duration: int, connections: int) -> dict[str, float]:
+def wrk(
+    url: str, script: str, args: list[str], duration: int, connections: int
+) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
         lua.write(script)
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
-               "-s", lua.name, url, *(["--", *args] if args else [])]
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        lua.name,
+        url,
+        *(["--", *args] if args else []),
+    ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     os.unlink(lua.name)
     line = next(line for line in output.splitlines() if line.startswith("RESULT"))
@@ -162,8 +181,9 @@ def wrk(url: str, script: str, args: list[str], duration: int, connections: int)
 
 
 def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -194,71 +214,116 @@ def main() -> None:
         stored, load_rate = load(dsn, options.resources)
         print(f"stored resources: {stored}")
         if load_rate:
-            print(f"bulk load (validate + index + COPY, {os.cpu_count()} processes): "
-                  f"{load_rate:,.0f} resources/s")
-        print(f"raw COPY of the same JSON (1 process): {raw_copy_rate(dsn, 100_000):,.0f} "
-              "resources/s")
+            print(
+                f"bulk load (validate + index + COPY, {os.cpu_count()} processes): "
+                f"{load_rate:,.0f} resources/s"
+            )
+        print(
+            f"raw COPY of the same JSON (1 process): {raw_copy_rate(dsn, 100_000):,.0f} resources/s"
+        )
         with psycopg.connect(dsn) as conn:
-            patients = [r[0] for r in conn.execute(
-                "SELECT id FROM resource WHERE resource_type = 'Patient' AND NOT deleted "
-                "ORDER BY random() LIMIT 5000")]
+            patients = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM resource WHERE resource_type = 'Patient' AND NOT deleted "
+                    "ORDER BY random() LIMIT 5000"
+                )
+            ]
             category = conn.execute(
                 "SELECT code FROM idx_token WHERE resource_type = 'Observation' "
                 "AND param = 'category' GROUP BY code ORDER BY count(*) DESC LIMIT 1"
             ).fetchone()[0]  # type: ignore[index]
         work = Path(tempfile.mkdtemp())
         (work / "read.txt").write_text("".join(f"/Patient/{p}\n" for p in patients))
-        (work / "search.txt").write_text("".join(
-            f"/Observation?subject=Patient/{p}&category={category}&_sort=-date&_count=5\n"
-            for p in patients))
+        (work / "search.txt").write_text(
+            "".join(
+                f"/Observation?subject=Patient/{p}&category={category}&_sort=-date&_count=5\n"
+                for p in patients
+            )
+        )
         observation = {
-            "resourceType": "Observation", "status": "final",
+            "resourceType": "Observation",
+            "status": "final",
             "code": {"coding": [{"system": "http://loinc.org", "code": "88122-7"}]},
             "subject": {"reference": f"Patient/{random.choice(patients)}"},
             "effectiveDateTime": "2026-11-01T10:00:00-05:00",
-            "valueCodeableConcept": {"coding": [{"system": "http://loinc.org",
-                                                 "code": "LA28397-0"}]},
+            "valueCodeableConcept": {
+                "coding": [{"system": "http://loinc.org", "code": "LA28397-0"}]
+            },
         }
         env = {**os.environ, "SDOH_FHIR_DATABASE_URL": url}
         base = f"http://127.0.0.1:{options.port}"
         results: dict[str, dict[str, float]] = {}
 
-        server = _start([sys.executable, "-m", "fhir_server", "serve", "--port",
-                         str(options.port), "--workers", str(options.workers)], env)
+        server = _start(
+            [
+                sys.executable,
+                "-m",
+                "fhir_server",
+                "serve",
+                "--port",
+                str(options.port),
+                "--workers",
+                str(options.workers),
+            ],
+            env,
+        )
         try:
             _wait(f"{base}/metadata", server)
             for name, path, script, args in [
                 ("read", "", _RANDOM_PATHS, [str(work / "read.txt")]),
                 ("search", "", _RANDOM_PATHS, [str(work / "search.txt")]),
-                ("create", "/Observation",
-                 _CREATE.replace("BODY", orjson.dumps(observation).decode()), []),
+                (
+                    "create",
+                    "/Observation",
+                    _CREATE.replace("BODY", orjson.dumps(observation).decode()),
+                    [],
+                ),
             ]:
                 wrk(base + path, script, args, 3, options.connections)  # warm-up
-                results[name] = wrk(base + path, script, args, options.duration,
-                                    options.connections)
+                results[name] = wrk(
+                    base + path, script, args, options.duration, options.connections
+                )
         finally:
             _stop(server)
 
-        floor = _start([sys.executable, "-m", "uvicorn", "floor_app:app", "--port",
-                        str(options.port), "--workers", str(options.workers),
-                        "--log-level", "warning", "--no-access-log"],
-                       {**env, "FLOOR_CONNINFO": dsn, "PYTHONPATH": str(ROOT / "bench")})
+        floor = _start(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "floor_app:app",
+                "--port",
+                str(options.port),
+                "--workers",
+                str(options.workers),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            {**env, "FLOOR_CONNINFO": dsn, "PYTHONPATH": str(ROOT / "bench")},
+        )
         try:
             _wait(f"{base}/Patient/none", floor)
             wrk(base, _RANDOM_PATHS, [str(work / "read.txt")], 3, options.connections)
-            results["floor read"] = wrk(base, _RANDOM_PATHS, [str(work / "read.txt")],
-                                        options.duration, options.connections)
+            results["floor read"] = wrk(
+                base, _RANDOM_PATHS, [str(work / "read.txt")], options.duration, options.connections
+            )
         finally:
             _stop(floor)
     finally:
         embedded.stop()
 
-    print(f"\nconcurrency {options.connections}, {options.workers} workers, "
-          f"{options.duration}s per run, {os.cpu_count()} cores")
+    print(
+        f"\nconcurrency {options.connections}, {options.workers} workers, "
+        f"{options.duration}s per run, {os.cpu_count()} cores"
+    )
     print(f"{'':12} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for name, r in results.items():
-        print(f"{name:12} {r['rps']:9,.0f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} "
-              f"{r['p99_ms']:8.1f} {r['errors']:7.0f}")
+        print(
+            f"{name:12} {r['rps']:9,.0f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} "
+            f"{r['p99_ms']:8.1f} {r['errors']:7.0f}"
+        )
     print(f"read / floor read: {results['read']['rps'] / results['floor read']['rps']:.0%}")
 
 

@@ -20,8 +20,7 @@ _pool: AsyncConnectionPool | None = None
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     global _pool
-    _pool = AsyncConnectionPool(os.environ["FLOOR_CONNINFO"], min_size=10, max_size=10,
-                                open=False)
+    _pool = AsyncConnectionPool(os.environ["FLOOR_CONNINFO"], min_size=10, max_size=10, open=False)
     await _pool.open()
     yield
     await _pool.close()
