@@ -7,6 +7,7 @@ http://hl7.org/fhir/R4/json.html, http://hl7.org/fhir/R4/xml.html
 
 from __future__ import annotations
 
+import functools
 import pkgutil
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "ResourceInvalid",
     "model_resource_types",
     "parse_xml",
+    "summary_elements",
     "build_xml",
     "validate_resource",
 ]
@@ -252,6 +254,19 @@ def _issues(resource_type: str, exc: ValidationError) -> tuple[ModelIssue, ...]:
             message = "unknown element"
         issues.append(ModelIssue(path, message))
     return tuple(issues)
+
+
+@functools.lru_cache(maxsize=256)
+def summary_elements(resource_type: str) -> frozenset[str]:
+    """Top-level JSON names a ``_summary=true`` response keeps (isSummary in the specification)."""
+    if resource_type not in RESOURCE_TYPES:
+        return frozenset({"resourceType", "id", "meta"})
+    names = {"resourceType"}
+    for field in get_fhir_model_class(resource_type).model_fields.values():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("summary_element_property") and field.alias:
+            names.update({field.alias, f"_{field.alias}"})
+    return frozenset(names)
 
 
 def _safe_parser() -> etree.XMLParser:

@@ -29,6 +29,7 @@ from fhir_server.storage.repository import (
     WriteOutcome,
     format_instant,
 )
+from profiles.models import summary_elements
 
 __all__ = ["routes"]
 
@@ -420,13 +421,19 @@ _SUMMARY_KEEP = {"resourceType", "id", "meta", "implicitRules"}
 
 
 def _shaped(search: SearchRequest, body: bytes) -> bytes:
-    """Apply _elements and _summary=text|data; the stored bytes pass through otherwise."""
-    if not search.elements and search.summary not in {"text", "data"}:
+    """Apply _elements and _summary=true|text|data; the stored bytes pass through otherwise.
+
+    http://hl7.org/fhir/R4/search.html#summary and #elements; a subsetted resource is tagged.
+    """
+    if not search.elements and search.summary not in {"true", "text", "data"}:
         return body
     resource = orjson.loads(body)
     if search.elements:
         keep = _SUMMARY_KEEP | set(search.elements)
         resource = {k: v for k, v in resource.items() if k in keep}
+    elif search.summary == "true":
+        summary = summary_elements(resource["resourceType"])
+        resource = {k: v for k, v in resource.items() if k in summary}
     elif search.summary == "text":
         resource = {k: v for k, v in resource.items() if k in _SUMMARY_KEEP | {"text"}}
     else:

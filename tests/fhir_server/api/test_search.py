@@ -223,6 +223,11 @@ async def test_total_and_summary(people: httpx.AsyncClient) -> None:
     assert isinstance((await _search(people, "/Patient?_total=estimate"))["total"], int)
     counted = await _search(people, "/Patient?_summary=count")
     assert counted["total"] == 3 and "entry" not in counted
+    summary = (await _search(people, "/Patient?_id=p1&_summary=true"))["entry"][0]["resource"]
+    assert {"name", "birthDate", "gender", "identifier"} <= set(summary)
+    assert any(t["code"] == "SUBSETTED" for t in summary["meta"]["tag"])
+    text = (await _search(people, "/Patient?_id=p1&_summary=text"))["entry"][0]["resource"]
+    assert "name" not in text
     elements = await _search(people, "/Patient?_id=p1&_elements=birthDate")
     resource = elements["entry"][0]["resource"]
     assert set(resource) == {"resourceType", "id", "meta", "birthDate"}
