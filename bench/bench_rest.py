@@ -203,6 +203,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--port", type=int, default=8180)
     options = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
 

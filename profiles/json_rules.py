@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import types
 import typing
 from decimal import Decimal
@@ -119,7 +120,7 @@ def _walk(data: dict[str, Any], cls: type[FHIRAbstractModel], issues: _Issues) -
             kind, is_list, child, partner = spec
             if not is_list:
                 if kind == _STRING:
-                    if type(value) is str and value:
+                    if type(value) is str and value and not _CONTROL.search(value):
                         continue
                 elif kind == _COMPLEX:
                     if type(value) is dict and value:
@@ -184,6 +185,9 @@ def _check_list(
             _check_single(spec, item, (parent, key, index), issues, children)
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def _check_single(
     spec: ElementSpec, value: Any, path: Path, issues: _Issues, children: list[_Frame]
 ) -> None:
@@ -201,6 +205,9 @@ def _check_single(
             issues.add(path, _MESSAGES[kind])
         elif not value:
             issues.add(path, "empty strings are not allowed")
+        elif _CONTROL.search(value):
+            # R4 strings hold no characters below U+0020 but tab, CR and LF (datatypes.html).
+            issues.add(path, "control characters are not allowed in strings")
     elif kind == _BOOLEAN:
         if value is not True and value is not False:
             issues.add(path, _MESSAGES[kind])

@@ -25,6 +25,7 @@ __all__ = [
     "InvalidXml",
     "ModelIssue",
     "ResourceInvalid",
+    "mandatory_elements",
     "model_resource_types",
     "parse_xml",
     "summary_elements",
@@ -265,6 +266,25 @@ def summary_elements(resource_type: str) -> frozenset[str]:
     for field in get_fhir_model_class(resource_type).model_fields.values():
         extra = field.json_schema_extra
         if isinstance(extra, dict) and extra.get("summary_element_property") and field.alias:
+            names.update({field.alias, f"_{field.alias}"})
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=256)
+def mandatory_elements(resource_type: str) -> frozenset[str]:
+    """Top-level elements with min 1: kept in every subsetted (_elements, _summary) resource."""
+    if resource_type not in RESOURCE_TYPES:
+        return frozenset()
+    names = set()
+    for field in get_fhir_model_class(resource_type).model_fields.values():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        # Required primitives are optional in the models (their _x companion may stand in).
+        required = (
+            field.is_required()
+            or extra.get("element_required")
+            or extra.get("one_of_many_required") is True  # a required choice, e.g. medication[x]
+        )
+        if field.alias and required:
             names.update({field.alias, f"_{field.alias}"})
     return frozenset(names)
 

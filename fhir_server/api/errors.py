@@ -10,10 +10,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhir_server.core.errors import FhirError, Issue
 
-__all__ = ["install_error_handlers", "operation_outcome"]
+__all__ = ["CatchUnexpected", "install_error_handlers", "operation_outcome"]
 
 _log = logging.getLogger("fhir_server.api")
 
@@ -69,27 +70,62 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return _render(request, 400, (Issue("error", "invalid", "the request is not valid"),))
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    # Route template only: never the query string, body or ids a client sent.
-    route = getattr(request.scope.get("route"), "path", "?")
-    _log.exception("unhandled error on %s %s", request.method, route)
-    return Response(
-        orjson.dumps(
-            operation_outcome(
-                (
-                    Issue(
-                        "fatal", "exception", "internal server error; the request was not completed"
-                    ),
+class CatchUnexpected:
+    """Outermost ASGI layer: an unexpected error becomes a 500 OperationOutcome, logged safely.
+
+    Starlette's own server-error layer re-raises after answering, so the server would log the
+    full traceback, whose messages may hold what a client sent. Here the log line carries the
+    method, the route template and the error's type only; the response echoes nothing.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - this is the last line of defence
+            route = getattr(scope.get("endpoint"), "__name__", "?")
+            _log.error("unhandled %s on %s %s", type(exc).__name__, scope.get("method"), route)
+            if started:
+                return
+            body = orjson.dumps(
+                operation_outcome(
+                    (
+                        Issue(
+                            "fatal",
+                            "exception",
+                            "internal server error; the request was not completed",
+                        ),
+                    )
                 )
             )
-        ),
-        status_code=500,
-        media_type="application/fhir+json",
-    )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/fhir+json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(CatchUnexpected)

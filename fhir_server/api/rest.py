@@ -11,14 +11,24 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
+import psycopg
+from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fhir_server.api.formats import read_body, render_bytes, render_resource
+from fhir_server.api.formats import output_format, read_body, render_bytes, render_resource
 from fhir_server.api.state import AppState
-from fhir_server.core.errors import InvalidRequest, Issue, NotFound, UnsupportedMediaType
-from fhir_server.search.parse import SearchRequest, parse_search
+from fhir_server.core.errors import (
+    InvalidRequest,
+    Issue,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
+from fhir_server.search.parse import SearchRequest, parse_count, parse_search
 from fhir_server.search.sql import Cursor, encode_cursor
 from fhir_server.search.values import InvalidValue, parse_date_range
 from fhir_server.storage.repository import (
@@ -29,12 +39,13 @@ from fhir_server.storage.repository import (
     WriteOutcome,
     format_instant,
 )
-from profiles.models import summary_elements
+from profiles.models import mandatory_elements, summary_elements
 
 __all__ = ["routes"]
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
+_ETAG = re.compile(r'^(?:W/)?"([0-9]{1,9})"$')
+_VERSION = re.compile(r"[0-9]{1,9}")
 _SUBSETTED = {
     "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
     "code": "SUBSETTED",
@@ -50,7 +61,7 @@ def _state(request: Request) -> AppState:
 async def _writing(request: Request) -> AsyncIterator[Repository]:
     """A repository in a transaction that commits when the interaction succeeds."""
     state = _state(request)
-    async with state.pool.connection() as conn, conn.transaction():
+    async with _connection(state) as conn, conn.transaction():
         yield Repository(conn, state.indexer)
 
 
@@ -58,8 +69,20 @@ async def _writing(request: Request) -> AsyncIterator[Repository]:
 async def _reading(request: Request) -> AsyncIterator[Repository]:
     """A repository for reads: autocommit, so a read costs one round trip."""
     state = _state(request)
-    async with state.pool.connection() as conn:
+    async with _connection(state) as conn:
         yield Repository(conn, state.indexer)
+
+
+@asynccontextmanager
+async def _connection(state: AppState) -> AsyncIterator[Any]:
+    """A pooled connection; no connection in time, or a lost database, is a 503 to retry."""
+    try:
+        async with state.pool.connection() as conn:
+            yield conn
+    except PoolTimeout:
+        raise ServiceUnavailable("the server is busy; retry shortly") from None
+    except psycopg.OperationalError:
+        raise ServiceUnavailable("the database is unavailable; retry shortly") from None
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -72,6 +95,8 @@ def _base(request: Request) -> str:
 
 def _path_type(request: Request) -> str:
     resource_type: str = request.path_params["resource_type"]
+    if resource_type in {"metadata", "_history"}:
+        raise MethodNotAllowed(f"the method {request.method} is not allowed on /{resource_type}")
     if resource_type not in _state(request).resource_types:
         raise NotFound(f"{resource_type!r} is not a resource type this server knows")
     return resource_type
@@ -144,16 +169,24 @@ def _criteria(request: Request, resource_type: str, text: str | None = None) -> 
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    limit = _state(request).settings.max_body_bytes
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise InvalidRequest(f"the body is larger than {limit} bytes")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise InvalidRequest(f"the body is larger than {limit} bytes")
+    raw = await _raw_body(request)
     if not raw:
         raise InvalidRequest("the request has no body")
     return read_body(request.headers.get("content-type"), raw)
+
+
+async def _raw_body(request: Request) -> bytes:
+    """The request body, refused with 413 as soon as it passes the configured limit."""
+    limit = _state(request).settings.max_body_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    return bytes(raw)
 
 
 def _write_response(request: Request, outcome: WriteOutcome) -> Response:
@@ -224,7 +257,7 @@ async def search_post(request: Request) -> Response:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     items = _search_items(request)
     if media == "application/x-www-form-urlencoded":
-        raw = await request.body()
+        raw = await _raw_body(request)
         try:
             items += parse_qsl(raw.decode(), keep_blank_values=True)
         except UnicodeDecodeError:
@@ -245,6 +278,7 @@ async def search_type(request: Request) -> Response:
 async def create(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#create and #ccreate (If-None-Exist)."""
     resource_type = _path_type(request)
+    output_format(request)  # a 406 must come before anything is written
     body = await _body(request)
     condition = request.headers.get("if-none-exist")
     criteria = _criteria(request, resource_type, condition) if condition else None
@@ -257,6 +291,7 @@ async def create(request: Request) -> Response:
 async def conditional_update(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#cond-update"""
     resource_type = _path_type(request)
+    output_format(request)
     criteria = _criteria(request, resource_type)
     body = await _body(request)
     async with _writing(request) as repo:
@@ -269,7 +304,7 @@ async def conditional_delete(request: Request) -> Response:
     resource_type = _path_type(request)
     criteria = _criteria(request, resource_type)
     async with _writing(request) as repo:
-        deleted = await repo.conditional_delete(criteria)
+        deleted = await repo.conditional_delete(criteria, if_match=_if_match(request))
     headers = {"ETag": deleted.etag} if deleted is not None else None
     return Response(status_code=204, headers=headers)
 
@@ -281,7 +316,7 @@ async def vread(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#vread"""
     resource_type, id = _path_type(request), _path_id(request)
     version_id = request.path_params["version_id"]
-    if not version_id.isdigit():
+    if not _VERSION.fullmatch(version_id):
         raise NotFound(f"{resource_type}/{id} has no version {version_id!r}")
     async with _reading(request) as repo:
         stored = await repo.vread(resource_type, id, int(version_id))
@@ -326,6 +361,7 @@ async def read(request: Request) -> Response:
 async def update(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#update (update-as-create when the id is new)."""
     resource_type, id = _path_type(request), _path_id(request)
+    output_format(request)
     body = await _body(request)
     async with _writing(request) as repo:
         outcome = await repo.update(resource_type, id, body, if_match=_if_match(request))
@@ -336,7 +372,7 @@ async def delete(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#delete"""
     resource_type, id = _path_type(request), _path_id(request)
     async with _writing(request) as repo:
-        deleted = await repo.delete(resource_type, id)
+        deleted = await repo.delete(resource_type, id, if_match=_if_match(request))
     headers = {"ETag": deleted.etag} if deleted is not None else None
     return Response(status_code=204, headers=headers)
 
@@ -372,6 +408,7 @@ async def _search(
 
 def _page_link(request: Request, search: SearchRequest, cursor: Cursor | None) -> str:
     items = list(search.query)
+    items += [(k, v) for k, v in request.query_params.multi_items() if k in {"_format", "_pretty"}]
     if cursor is not None:
         items.append(("_cursor", encode_cursor(cursor)))
     query = urlencode(items)
@@ -429,13 +466,14 @@ def _shaped(search: SearchRequest, body: bytes) -> bytes:
         return body
     resource = orjson.loads(body)
     if search.elements:
-        keep = _SUMMARY_KEEP | set(search.elements)
+        keep = _SUMMARY_KEEP | mandatory_elements(resource["resourceType"]) | set(search.elements)
         resource = {k: v for k, v in resource.items() if k in keep}
     elif search.summary == "true":
         summary = summary_elements(resource["resourceType"])
         resource = {k: v for k, v in resource.items() if k in summary}
     elif search.summary == "text":
-        resource = {k: v for k, v in resource.items() if k in _SUMMARY_KEEP | {"text"}}
+        keep = _SUMMARY_KEEP | mandatory_elements(resource["resourceType"]) | {"text"}
+        resource = {k: v for k, v in resource.items() if k in keep}
     else:
         resource.pop("text", None)
     meta = resource.setdefault("meta", {})
@@ -449,18 +487,16 @@ async def _history(
     params = request.query_params
     state = _state(request)
     count_text = params.get("_count")
-    if count_text is not None and not count_text.isdigit():
-        raise InvalidRequest("_count must be a non-negative whole number")
     count = (
-        min(int(count_text), state.settings.max_count)
-        if count_text
+        parse_count(count_text, state.settings.max_count)
+        if count_text is not None
         else state.settings.default_count
     )
     since = _parse_instant(params["_since"], "_since") if "_since" in params else None
     at = None
     if "_at" in params:
         try:
-            at = parse_date_range(params["_at"])[1]
+            at = parse_date_range(params["_at"])
         except InvalidValue:
             raise InvalidRequest("_at must be a FHIR date or instant") from None
     if id is not None:

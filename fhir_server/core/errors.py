@@ -9,9 +9,11 @@ FhirError
 ├── PreconditionFailed    412 conflict      (If-Match on a stale version)
 ├── Conflict              409 conflict
 ├── NotAcceptable         406 not-supported
+├── PayloadTooLarge       413 too-costly
 ├── UnsupportedMediaType  415 not-supported
 ├── MultipleMatches       412 multiple-matches (conditional interaction matched several)
-└── UnprocessableEntity   422 processing
+├── UnprocessableEntity   422 processing
+└── ServiceUnavailable    503 transient     (no connection in time; retry)
 
 Rendered as an OperationOutcome only by ``fhir_server.api.errors``
 (http://hl7.org/fhir/R4/operationoutcome.html).
@@ -32,7 +34,9 @@ __all__ = [
     "MultipleMatches",
     "NotAcceptable",
     "NotFound",
+    "PayloadTooLarge",
     "PreconditionFailed",
+    "ServiceUnavailable",
     "UnprocessableEntity",
     "UnsupportedMediaType",
 ]
@@ -97,6 +101,11 @@ class NotAcceptable(FhirError):
     code = "not-supported"
 
 
+class PayloadTooLarge(FhirError):
+    status = 413
+    code = "too-costly"
+
+
 class UnsupportedMediaType(FhirError):
     status = 415
     code = "not-supported"
@@ -110,3 +119,8 @@ class MultipleMatches(FhirError):
 class UnprocessableEntity(FhirError):
     status = 422
     code = "processing"
+
+
+class ServiceUnavailable(FhirError):
+    status = 503
+    code = "transient"

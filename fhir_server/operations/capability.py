@@ -6,6 +6,7 @@ http://hl7.org/fhir/R4/capabilitystatement.html
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
 from typing import Any
 
 from fhir_server.search.parse import SUPPORTED_PARAM_TYPES
@@ -57,7 +58,7 @@ def build_capability_statement(
                 "readHistory": True,
                 "updateCreate": True,
                 "conditionalCreate": True,
-                "conditionalRead": "not-supported",
+                "conditionalRead": "full-support",
                 "conditionalUpdate": True,
                 "conditionalDelete": "single",
                 "searchParam": params,
@@ -66,7 +67,7 @@ def build_capability_statement(
     statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": "2026-11-23",
+        "date": date.today().isoformat(),
         "publisher": "sdoh-fhir",
         "kind": "instance",
         "software": {"name": "sdoh-fhir", "version": version},

@@ -35,6 +35,7 @@ __all__ = [
     "StringValue",
     "TokenValue",
     "UriValue",
+    "parse_count",
     "parse_search",
     "split_escaped",
 ]
@@ -73,6 +74,7 @@ _MODIFIERS: dict[str, frozenset[str]] = {
 }
 # Parameter types this server searches on; composite and special are later work.
 SUPPORTED_PARAM_TYPES = frozenset(_MODIFIERS)
+_DIGITS = re.compile(r"[0-9]{1,9}")
 _TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]+$")
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -245,12 +247,14 @@ def parse_search(
         ignored.append(message)
 
     for key, value in items:
+        if "\x00" in key or "\x00" in value:
+            raise InvalidSearch("search parameters cannot contain NUL characters")
         if key not in {"_cursor", "_format", "_pretty"}:
             query.append((key, value))
         name, _, modifier = key.partition(":")
         if name in _RESULT_PARAMS:
             if name == "_count":
-                count = _parse_count(value, max_count)
+                count = parse_count(value, max_count)
             elif name == "_sort":
                 sort = _parse_sort(value, params)
             elif name == "_total":
@@ -272,10 +276,12 @@ def parse_search(
             refuse(f"the search parameter {name} is not supported yet")
             continue
         if name == "_id":
-            if modifier and modifier != "missing":
+            if modifier:
                 refuse(f"the modifier :{modifier} is not supported on _id")
                 continue
             ids = tuple(v for v in split_escaped(value, ",") if v)
+            if not ids:
+                raise InvalidSearch("_id has no value")
             clauses.append(
                 Clause("_id", "id", None, None, tuple(TokenValue(None, _unescape(i)) for i in ids))
             )
@@ -285,6 +291,8 @@ def parse_search(
                 refuse(f"the modifier :{modifier} is not supported on _lastUpdated")
                 continue
             values = tuple(_date_value(v, name) for v in split_escaped(value, ",") if v)
+            if not values:
+                raise InvalidSearch("_lastUpdated has no value")
             clauses.append(Clause(name, "lastUpdated", None, None, values))
             continue
         param = params.get(name)
@@ -323,8 +331,9 @@ def _modifier_allowed(param: SearchParam, modifier: str) -> bool:
     )
 
 
-def _parse_count(value: str, max_count: int) -> int:
-    if not value.isdigit():
+def parse_count(value: str, max_count: int) -> int:
+    """A page size: a whole number of at most nine ASCII digits, capped at ``max_count``."""
+    if not _DIGITS.fullmatch(value):
         raise InvalidSearch("_count must be a non-negative whole number")
     return min(int(value), max_count)
 

@@ -17,22 +17,16 @@ import psycopg
 
 from fhir_server.core.errors import InvalidResource
 from fhir_server.search.extract import patient_compartment_ids
-from fhir_server.storage.repository import Indexer, canonical_resource, check_resource, now_millis
+from fhir_server.storage.repository import (
+    INDEX_LAYOUT,
+    Indexer,
+    canonical_resource,
+    check_resource,
+    index_rows,
+    now_millis,
+)
 
 __all__ = ["BulkResult", "load_new_resources"]
-
-_INDEX_COLUMNS = {
-    "idx_string": ("strings", ("norm", "value")),
-    "idx_token": ("tokens", ("system", "code", "text", "type_system", "type_code")),
-    "idx_date": ("dates", ("low", "high")),
-    "idx_number": ("numbers", ("value", "low", "high")),
-    "idx_quantity": ("quantities", ("system", "code", "unit", "value", "low", "high")),
-    "idx_uri": ("uris", ("value",)),
-    "idx_reference": (
-        "references",
-        ("target_type", "target_id", "url", "identifier_system", "identifier_value"),
-    ),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +85,7 @@ def _copy_batch(
         )
     ]
     now: datetime = now_millis()
-    index_rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in _INDEX_COLUMNS}
+    rows_by_field: dict[str, list[tuple[Any, ...]]] = {field: [] for field in INDEX_LAYOUT}
     compartment_rows: list[tuple[Any, ...]] = []
     # One COPY at a time per connection: gather the rows, then copy table by table.
     resource_rows = []
@@ -103,11 +97,8 @@ def _copy_batch(
         resource_rows.append((resource_type, id, rid, 1, now, False, text))
         history_rows.append((resource_type, id, 1, seq, now, "POST", False, text))
         index = indexer.extract(resource_type, stored)
-        for table, (field, columns) in _INDEX_COLUMNS.items():
-            for row in getattr(index, field):
-                index_rows[table].append(
-                    (resource_type, rid, row.param, *(getattr(row, c) for c in columns))
-                )
+        for field, rows in index_rows(resource_type, rid, index).items():
+            rows_by_field[field].extend(rows)
         for patient in patient_compartment_ids(
             resource_type, id, index.references, indexer.compartment_params(resource_type)
         ):
@@ -124,8 +115,8 @@ def _copy_batch(
         ("resource_type", "id", "version_id", "seq", "last_updated", "method", "deleted", "body"),
         history_rows,
     )
-    for table, (_, columns) in _INDEX_COLUMNS.items():
-        _copy(conn, table, ("resource_type", "rid", "param", *columns), index_rows[table])
+    for field, (table, columns) in INDEX_LAYOUT.items():
+        _copy(conn, table, ("resource_type", "rid", "param", *columns), rows_by_field[field])
     _copy(
         conn,
         "compartment",

@@ -28,10 +28,17 @@ async def open_pool(url: str, size: int) -> AsyncConnectionPool[Any]:
         min_size=size,
         max_size=size,
         kwargs={"autocommit": True, "options": _OPTIONS},
+        configure=_configure,
         open=False,
     )
     await pool.open(wait=True)
     return pool
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    # The advisory locks serialize conditional writes only under READ COMMITTED, where each
+    # statement sees what committed before it; a server default of REPEATABLE READ would not.
+    await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
 
 
 async def connect(url: str) -> psycopg.AsyncConnection[Any]:

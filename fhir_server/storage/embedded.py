@@ -37,7 +37,8 @@ _CONF = {
     "max_wal_size": "4GB",
     "checkpoint_timeout": "15min",
     "listen_addresses": "''",
-    "unix_socket_permissions": "0777",
+    # Only the server's own account (and root) may connect: the socket is the only door.
+    "unix_socket_permissions": "0700",
     "log_min_messages": "warning",
     "jit": "off",
 }

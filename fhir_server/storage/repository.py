@@ -19,8 +19,10 @@ from urllib.parse import urlencode
 import orjson
 import psycopg
 from sqlalchemy import and_, select
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from fhir_server.core.errors import (
+    Conflict,
     Gone,
     InvalidRequest,
     InvalidResource,
@@ -35,10 +37,10 @@ from fhir_server.search.parse import SearchRequest
 from fhir_server.search.registry import SearchRegistry, load_patient_compartment
 from fhir_server.search.sql import (
     Cursor,
+    Sql,
     build_count,
     build_ids,
     build_search,
-    compile_sql,
     decode_cursor,
 )
 from profiles.models import ResourceInvalid, validate_resource
@@ -51,9 +53,11 @@ __all__ = [
     "SearchPage",
     "StoredResource",
     "WriteOutcome",
+    "INDEX_LAYOUT",
     "canonical_resource",
     "check_resource",
     "format_instant",
+    "index_rows",
     "now_millis",
 ]
 
@@ -160,6 +164,7 @@ def _content(body: dict[str, Any]) -> dict[str, Any]:
     return rest
 
 
+_DIALECT = PGDialect_psycopg()
 _READ = (
     "SELECT version_id, last_updated, deleted, body FROM resource"
     " WHERE resource_type = %s AND id = %s"
@@ -195,7 +200,8 @@ _UPDATE = (
     " VALUES (%(t)s, %(id)s, %(v)s, nextval('resource_history_seq'), %(now)s, %(method)s,"
     " %(deleted)s, %(body)s)"
 )
-_INDEX_INSERTS = {
+# Index field of ResourceIndex -> (table, value columns after resource_type, rid, param).
+INDEX_LAYOUT = {
     "strings": ("idx_string", ("norm", "value")),
     "tokens": ("idx_token", ("system", "code", "text", "type_system", "type_code")),
     "dates": ("idx_date", ("low", "high")),
@@ -207,10 +213,40 @@ _INDEX_INSERTS = {
         ("target_type", "target_id", "url", "identifier_system", "identifier_value"),
     ),
 }
+# Longest text kept in a btree-indexed column: PostgreSQL refuses index rows over ~2.7 kB.
+_INDEXED_TEXT_MAX = 1000
+
+
+def index_rows(
+    resource_type: str, rid: int, index: ResourceIndex
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Rows per index field (``tokens``, ...) as tuples in the column order of ``INDEX_LAYOUT``."""
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    for field, (_, columns) in INDEX_LAYOUT.items():
+        found = getattr(index, field)
+        if found:
+            rows[field] = [
+                (
+                    resource_type,
+                    rid,
+                    row.param,
+                    *(_bounded(getattr(row, column)) for column in columns),
+                )
+                for row in found
+            ]
+    return rows
+
+
+def _bounded(value: Any) -> Any:
+    if type(value) is str and len(value) > _INDEXED_TEXT_MAX:
+        return value[:_INDEXED_TEXT_MAX]
+    return value
+
+
 _INDEX_SQL = {
     field: f"INSERT INTO {table} (resource_type, rid, param, {', '.join(columns)})"
     f" VALUES ({', '.join(['%s'] * (len(columns) + 3))})"
-    for field, (table, columns) in _INDEX_INSERTS.items()
+    for field, (table, columns) in INDEX_LAYOUT.items()
 }
 _COMPARTMENT_SQL = (
     "INSERT INTO compartment (resource_type, rid, compartment_type, compartment_id)"
@@ -221,7 +257,7 @@ _DROP_INDEX = (
     "WITH "
     + ", ".join(
         f"d{i} AS (DELETE FROM {table} WHERE resource_type = %(t)s AND rid = %(rid)s)"
-        for i, (table, _) in enumerate(_INDEX_INSERTS.values())
+        for i, (table, _) in enumerate(INDEX_LAYOUT.values())
     )
     + " DELETE FROM compartment WHERE resource_type = %(t)s AND rid = %(rid)s"
 )
@@ -280,11 +316,12 @@ class Repository:
 
     async def search(self, request: SearchRequest) -> SearchPage:
         """http://hl7.org/fhir/R4/search.html: one page of matches, keyset-paged."""
-        cursor = decode_cursor(request.cursor, len(request.sort)) if request.cursor else None
+        kinds = [key.kind for key in request.sort]
+        cursor = decode_cursor(request.cursor, kinds) if request.cursor else None
         total = await self._total(request)
         if request.summary == "count":
             return SearchPage((), None, None, total)
-        rows = await self._all(build_search(request, cursor))
+        rows = await self._fetch(build_search(request, cursor))
         more = len(rows) > request.count
         rows = rows[: request.count]
         backwards = cursor is not None and cursor.backwards
@@ -310,11 +347,11 @@ class Repository:
 
     async def _total(self, request: SearchRequest) -> int | None:
         if request.total == "accurate" or request.summary == "count":
-            return int((await self._all(build_count(request)))[0][0])
+            return int((await self._fetch(build_count(request)))[0][0])
         if request.total == "estimate":
             # The planner's row estimate: no scan, so cheap on any size of table.
-            sql, params = compile_sql(build_count(request))
-            cursor = await self.conn.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+            count = build_count(request)
+            cursor = await self.conn.execute("EXPLAIN (FORMAT JSON) " + count.text, count.params)
             row = await cursor.fetchone()
             assert row is not None
             plan = row[0] if isinstance(row[0], list) else orjson.loads(row[0])
@@ -326,7 +363,7 @@ class Repository:
 
     async def find(self, request: SearchRequest, limit: int = 2) -> list[str]:
         """Ids of up to ``limit`` resources matching ``request`` (for conditional interactions)."""
-        return [row[0] for row in await self._all(build_ids(request, limit))]
+        return [row[0] for row in await self._fetch(build_ids(request, limit))]
 
     async def history(
         self,
@@ -334,7 +371,7 @@ class Repository:
         id: str | None = None,
         *,
         since: datetime | None = None,
-        at: datetime | None = None,
+        at: tuple[datetime, datetime] | None = None,
         count: int = 20,
         cursor: str | None = None,
     ) -> HistoryPage:
@@ -357,15 +394,18 @@ class Repository:
         if since is not None:
             query = query.where(h.c.last_updated >= since)
         if at is not None:
+            # Versions current at some point in [low, high): written before high, and not
+            # replaced by a newer version at or before low.
+            low, high = at
             newer = resource_history.alias("newer")
             query = query.where(
-                h.c.last_updated <= at,
+                h.c.last_updated < high,
                 ~select(newer.c.version_id)
                 .where(
                     newer.c.resource_type == h.c.resource_type,
                     newer.c.id == h.c.id,
                     newer.c.version_id > h.c.version_id,
-                    newer.c.last_updated <= at,
+                    newer.c.last_updated <= low,
                 )
                 .exists(),
             )
@@ -505,17 +545,28 @@ class Repository:
             return await self._insert(resource_type, str(uuid.uuid4()), body)
         if "id" in body and body["id"] != found[0]:
             raise InvalidRequest("the resource id does not match the resource the criteria found")
+        await self._lock(f"{resource_type}/{found[0]}")
+        if await self.find(criteria, limit=2) != found:
+            # Changed by a write that did not go through these criteria (a delete by id, say).
+            raise Conflict("the matching resource changed while this update waited; retry")
         return await self.update(
             resource_type, found[0], {**body, "id": found[0]}, if_match=if_match
         )
 
-    async def delete(self, resource_type: str, id: str) -> StoredResource | None:
+    async def delete(
+        self, resource_type: str, id: str, *, if_match: int | None = None
+    ) -> StoredResource | None:
         """http://hl7.org/fhir/R4/http.html#delete: soft; None if it was already deleted."""
         await self._lock(f"{resource_type}/{id}")
         current = await (await self.conn.execute(_CURRENT, (resource_type, id))).fetchone()
         if current is None:
             raise NotFound(f"{resource_type}/{id} is not known")
         rid, current_version, deleted = current[:3]
+        if if_match is not None and if_match != current_version:
+            raise PreconditionFailed(
+                f"version conflict: {resource_type}/{id} is at version {current_version}, "
+                f"not {if_match}"
+            )
         if deleted:
             return None
         version_id = current_version + 1
@@ -535,7 +586,9 @@ class Repository:
         await self.conn.execute(_DROP_INDEX, {"t": resource_type, "rid": rid})
         return StoredResource(resource_type, id, version_id, now, True, None)
 
-    async def conditional_delete(self, criteria: SearchRequest) -> StoredResource | None:
+    async def conditional_delete(
+        self, criteria: SearchRequest, *, if_match: int | None = None
+    ) -> StoredResource | None:
         """http://hl7.org/fhir/R4/http.html#cdelete: deletes the single match, if any."""
         await self._lock(normalize_criteria(criteria.resource_type, criteria.query))
         found = await self.find(criteria)
@@ -543,14 +596,18 @@ class Repository:
             raise MultipleMatches("the criteria match more than one resource")
         if not found:
             return None
-        return await self.delete(criteria.resource_type, found[0])
+        return await self.delete(criteria.resource_type, found[0], if_match=if_match)
 
     async def _lock(self, key: str) -> None:
         await self.conn.execute(_LOCK, (key,))
 
+    async def _fetch(self, sql: Sql) -> list[Any]:
+        return await (await self.conn.execute(sql.text, sql.params)).fetchall()
+
     async def _all(self, statement: Any) -> list[Any]:
-        sql, params = compile_sql(statement)
-        return await (await self.conn.execute(sql, params)).fetchall()
+        """Rows of a SQLAlchemy Core statement, compiled with bound parameters."""
+        compiled = statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
+        return await (await self.conn.execute(str(compiled), compiled.params)).fetchall()
 
     async def _insert(self, resource_type: str, id: str, body: dict[str, Any]) -> WriteOutcome:
         now = now_millis()
@@ -576,16 +633,8 @@ class Repository:
         async with self.conn.pipeline(), self.conn.cursor() as cur:
             if drop:
                 await cur.execute(_DROP_INDEX, {"t": resource_type, "rid": rid})
-            for field, (_, columns) in _INDEX_INSERTS.items():
-                rows = getattr(index, field)
-                if rows:
-                    await cur.executemany(
-                        _INDEX_SQL[field],
-                        [
-                            (resource_type, rid, row.param, *(getattr(row, c) for c in columns))
-                            for row in rows
-                        ],
-                    )
+            for field, rows in index_rows(resource_type, rid, index).items():
+                await cur.executemany(_INDEX_SQL[field], rows)
             if patients:
                 await cur.executemany(
                     _COMPARTMENT_SQL, [(resource_type, rid, p) for p in sorted(patients)]

@@ -197,3 +197,38 @@ async def test_invalid_element_path_is_reported(client: httpx.AsyncClient) -> No
     assert issue["expression"] == ["Patient.birthDate"]
     # The offending value is not echoed back.
     assert "yesterday" not in orjson.dumps(response.json()).decode()
+
+
+async def test_control_characters_are_refused_not_stored(client: httpx.AsyncClient) -> None:
+    for bad in ["a\u0000b", "bell\u0007"]:
+        response = await client.post("/Patient", json={**PATIENT, "name": [{"family": bad}]})
+        assert response.status_code == 400, response.text
+        assert response.json()["issue"][0]["expression"] == ["Patient.name[0].family"]
+    ok = await client.post("/Patient", json={**PATIENT, "name": [{"text": "tab\there\r\n"}]})
+    assert ok.status_code == 201
+    search = await client.get("/Patient", params={"family": "a\u0000b"})
+    assert search.status_code == 400
+
+
+async def test_not_acceptable_write_stores_nothing(client: httpx.AsyncClient) -> None:
+    response = await client.post("/Patient", json=PATIENT, headers={"Accept": "text/plain"})
+    assert response.status_code == 406
+    bundle = (await client.get("/Patient?_total=accurate")).json()
+    assert bundle["total"] == 0
+
+
+async def test_if_match_on_delete(client: httpx.AsyncClient) -> None:
+    body = (await client.post("/Patient", json=PATIENT)).json()
+    await client.put(f"/Patient/{body['id']}", json={**body, "gender": "male"})
+    stale = await client.delete(f"/Patient/{body['id']}", headers={"If-Match": 'W/"1"'})
+    assert stale.status_code == 412
+    assert (await client.get(f"/Patient/{body['id']}")).status_code == 200
+    ok = await client.delete(f"/Patient/{body['id']}", headers={"If-Match": 'W/"2"'})
+    assert ok.status_code == 204
+
+
+async def test_wrong_methods_on_fixed_paths(client: httpx.AsyncClient) -> None:
+    for method in ["POST", "PUT", "DELETE"]:
+        response = await client.request(method, "/metadata", json=PATIENT)
+        assert response.status_code == 405, method
+        assert response.json()["resourceType"] == "OperationOutcome"

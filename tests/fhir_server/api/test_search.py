@@ -303,3 +303,58 @@ async def test_tag_profile_security_source(client: httpx.AsyncClient) -> None:
         assert _ids(await _search(client, f"/Patient?{query}")) == {"t1"}, query
     assert _ids(await _search(client, "/Patient?_lastUpdated=gt2000-01-01")) == {"t1", "t2"}
     assert _ids(await _search(client, "/Patient?_lastUpdated=lt2000-01-01")) == set()
+
+
+async def test_uri_number_and_reference_identifier(client: httpx.AsyncClient) -> None:
+    await _put(client, {"resourceType": "RiskAssessment", "id": "r1", "status": "final",
+                        "subject": {"reference": "Patient/p9"},
+                        "prediction": [{"probabilityDecimal": 0.25}]})
+    await _put(client, {"resourceType": "RiskAssessment", "id": "r2", "status": "final",
+                        "subject": {"reference": "http://other.example/fhir/Patient/p9"},
+                        "prediction": [{"probabilityDecimal": 0.8}]})
+    await _put(client, {"resourceType": "Task", "id": "t1", "status": "requested",
+                        "intent": "order",
+                        "owner": {"identifier": {"system": "urn:npi", "value": "1234567893"}},
+                        "meta": {"source": "https://ehr.example/fhir/"}})
+    cases = [
+        ("/RiskAssessment?probability=0.25", {"r1"}),
+        ("/RiskAssessment?probability=gt0.5", {"r2"}),
+        ("/RiskAssessment?probability=le0.8", {"r1", "r2"}),
+        ("/RiskAssessment?subject=http://other.example/fhir/Patient/p9", {"r2"}),
+        ("/RiskAssessment?subject=Patient/p9", {"r1"}),
+        ("/Task?owner:identifier=urn:npi|1234567893", {"t1"}),
+        ("/Task?owner:identifier=urn:npi|999", set()),
+        ("/Task?_source=https://ehr.example/fhir/", {"t1"}),
+        ("/Task?_source:below=https://ehr.example", {"t1"}),
+        ("/Task?_source:above=https://ehr.example/fhir/Task/1", {"t1"}),
+        ("/Task?_source:above=https://other.example/fhir/", set()),
+    ]
+    for query, expected in cases:
+        assert _ids(await _search(client, query)) == expected, query
+
+
+@pytest.mark.parametrize("cursor", [
+    "eyJuIjoieCJ9",  # {"n":"x"}
+    "W1t7Im4iOiJ4In1dLDEsZmFsc2Vd",  # [[{"n":"x"}],1,false]
+    "W1siYWJjIl0sMSxmYWxzZV0",  # [["abc"],1,false]: a string where a date belongs
+    "W1sxXSwxLGZhbHNlXQ",  # [[1],1,false]
+    "W1t7InQiOiIyMDIwLTAxLTAxIn1dLDk5OTk5OTk5OTk5OTk5OTk5OTk5LGZhbHNlXQ",  # rid too large
+])
+async def test_forged_cursor_is_400(people: httpx.AsyncClient, cursor: str) -> None:
+    response = await people.get("/Patient", params={"_sort": "birthdate", "_cursor": cursor})
+    assert response.status_code == 400, response.text
+
+
+async def test_subsetted_xml_keeps_mandatory_elements(people: httpx.AsyncClient) -> None:
+    response = await people.get("/Observation?_id=o1&_elements=subject&_format=xml")
+    assert response.status_code == 200, response.text
+    assert b"<code>" in response.content and b"<status" in response.content
+    json_form = (await _search(people, "/Observation?_id=o1&_elements=subject"))
+    resource = json_form["entry"][0]["resource"]
+    assert {"status", "code", "subject"} <= set(resource) and "effectiveDateTime" not in resource
+
+
+async def test_paging_links_keep_the_format(people: httpx.AsyncClient) -> None:
+    response = await people.get("/Patient?_count=1&_format=json&_pretty=true")
+    next_url = [link["url"] for link in response.json()["link"] if link["relation"] == "next"][0]
+    assert "_format=json" in next_url and "_pretty=true" in next_url
