@@ -178,28 +178,6 @@ _CURRENT = (
     " WHERE resource_type = %s AND id = %s"
 )
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
-# The resource row and its first history row in one round trip.
-_INSERT = (
-    "WITH new AS ("
-    " INSERT INTO resource (resource_type, id, rid, version_id, last_updated, deleted, body)"
-    " VALUES (%(t)s, %(id)s, nextval('resource_rid_seq'), 1, %(now)s, false, %(body)s)"
-    " RETURNING rid)"
-    " INSERT INTO resource_history"
-    " (resource_type, id, version_id, seq, last_updated, method, deleted, body)"
-    " VALUES (%(t)s, %(id)s, 1, nextval('resource_history_seq'), %(now)s, 'POST', false,"
-    " %(body)s)"
-    " RETURNING (SELECT rid FROM new)"
-)
-# The new current row and its history row in one round trip.
-_UPDATE = (
-    "WITH changed AS ("
-    " UPDATE resource SET version_id = %(v)s, last_updated = %(now)s, deleted = %(deleted)s,"
-    " body = %(body)s WHERE resource_type = %(t)s AND id = %(id)s)"
-    " INSERT INTO resource_history"
-    " (resource_type, id, version_id, seq, last_updated, method, deleted, body)"
-    " VALUES (%(t)s, %(id)s, %(v)s, nextval('resource_history_seq'), %(now)s, %(method)s,"
-    " %(deleted)s, %(body)s)"
-)
 # Index field of ResourceIndex -> (table, value columns after resource_type, rid, param).
 INDEX_LAYOUT = {
     "strings": ("idx_string", ("norm", "value")),
@@ -243,16 +221,82 @@ def _bounded(value: Any) -> Any:
     return value
 
 
-_INDEX_SQL = {
-    field: f"INSERT INTO {table} (resource_type, rid, param, {', '.join(columns)})"
-    f" VALUES ({', '.join(['%s'] * (len(columns) + 3))})"
-    for field, (table, columns) in INDEX_LAYOUT.items()
+_NUMERIC = {("idx_number", c) for c in ("value", "low", "high")} | {
+    ("idx_quantity", c) for c in ("value", "low", "high")
 }
-_COMPARTMENT_SQL = (
-    "INSERT INTO compartment (resource_type, rid, compartment_type, compartment_id)"
-    " VALUES (%s, %s, 'Patient', %s)"
+_TIMESTAMP = {("idx_date", "low"), ("idx_date", "high")}
+
+
+def _array_type(table: str, column: str) -> str:
+    if (table, column) in _NUMERIC:
+        return "numeric[]"
+    if (table, column) in _TIMESTAMP:
+        return "timestamptz[]"
+    return "text[]"
+
+
+def _insert_index(rid: str, source: str) -> str:
+    """CTEs inserting every index table's rows from arrays (one array per column)."""
+    ctes = []
+    for field, (table, columns) in INDEX_LAYOUT.items():
+        arrays = ", ".join(
+            f"%({field}__{column})s::{_array_type(table, column)}" for column in ("param", *columns)
+        )
+        ctes.append(
+            f"i_{table} AS (INSERT INTO {table} (resource_type, rid, param, {', '.join(columns)})"
+            f" SELECT %(t)s, {rid}, x.* FROM {source}unnest({arrays}) AS x)"
+        )
+    ctes.append(
+        "i_compartment AS (INSERT INTO compartment"
+        " (resource_type, rid, compartment_type, compartment_id)"
+        f" SELECT %(t)s, {rid}, 'Patient', x.id FROM {source}unnest(%(patients)s::text[]) AS x(id)"
+        " ON CONFLICT DO NOTHING)"
+    )
+    return ", ".join(ctes)
+
+
+# A create in one statement: the resource row, its first history row and every index row.
+# The text never varies, so each connection prepares it once.
+_INSERT = (
+    "WITH new AS ("
+    " INSERT INTO resource (resource_type, id, rid, version_id, last_updated, deleted, body)"
+    " VALUES (%(t)s, %(id)s, nextval('resource_rid_seq'), 1, %(now)s, false, %(body)s)"
+    " RETURNING rid),"
+    " hist AS (INSERT INTO resource_history"
+    " (resource_type, id, version_id, seq, last_updated, method, deleted, body)"
+    " VALUES (%(t)s, %(id)s, 1, nextval('resource_history_seq'), %(now)s, 'POST', false,"
+    " %(body)s)), " + _insert_index("new.rid", "new, ") + " SELECT rid FROM new"
 )
-# All eight tables in one round trip.
+# The new current row and its history row.
+_UPDATE_ROW = (
+    "WITH changed AS ("
+    " UPDATE resource SET version_id = %(v)s, last_updated = %(now)s, deleted = %(deleted)s,"
+    " body = %(body)s WHERE resource_type = %(t)s AND id = %(id)s)"
+    " INSERT INTO resource_history"
+    " (resource_type, id, version_id, seq, last_updated, method, deleted, body)"
+    " VALUES (%(t)s, %(id)s, %(v)s, nextval('resource_history_seq'), %(now)s, %(method)s,"
+    " %(deleted)s, %(body)s)"
+)
+# An update in one statement: all sub-statements see the same snapshot, so the deletes remove
+# only the old index rows, never the ones inserted beside them.
+_UPDATE = (
+    "WITH changed AS ("
+    " UPDATE resource SET version_id = %(v)s, last_updated = %(now)s, deleted = false,"
+    " body = %(body)s WHERE resource_type = %(t)s AND id = %(id)s),"
+    " hist AS (INSERT INTO resource_history"
+    " (resource_type, id, version_id, seq, last_updated, method, deleted, body)"
+    " VALUES (%(t)s, %(id)s, %(v)s, nextval('resource_history_seq'), %(now)s, 'PUT', false,"
+    " %(body)s)), "
+    + ", ".join(
+        f"d_{table} AS (DELETE FROM {table} WHERE resource_type = %(t)s AND rid = %(rid)s)"
+        for table, _ in INDEX_LAYOUT.values()
+    )
+    + ", d_compartment AS (DELETE FROM compartment WHERE resource_type = %(t)s"
+    " AND rid = %(rid)s AND NOT compartment_id = ANY(%(patients)s::text[])), "
+    + _insert_index("%(rid)s", "")
+    + " SELECT 1"
+)
+# Every index row of a resource (on delete), all eight tables in one round trip.
 _DROP_INDEX = (
     "WITH "
     + ", ".join(
@@ -518,14 +562,13 @@ class Repository:
             {
                 "t": resource_type,
                 "id": id,
+                "rid": rid,
                 "v": version_id,
                 "now": now,
-                "deleted": False,
                 "body": text_body,
-                "method": "PUT",
+                **self._index_params(resource_type, id, stored_body),
             },
         )
-        await self._reindex(resource_type, id, rid, stored_body, drop=True)
         stored = StoredResource(resource_type, id, version_id, now, False, text_body.encode())
         return WriteOutcome(stored, created=deleted)
 
@@ -572,7 +615,7 @@ class Repository:
         version_id = current_version + 1
         now = now_millis()
         await self.conn.execute(
-            _UPDATE,
+            _UPDATE_ROW,
             {
                 "t": resource_type,
                 "id": id,
@@ -613,32 +656,32 @@ class Repository:
         now = now_millis()
         stored_body = canonical_resource(resource_type, id, 1, now, body)
         text_body = orjson.dumps(stored_body).decode()
-        cursor = await self.conn.execute(
-            _INSERT, {"t": resource_type, "id": id, "now": now, "body": text_body}
-        )
-        row = await cursor.fetchone()
-        assert row is not None
-        await self._reindex(resource_type, id, row[0], stored_body, drop=False)
+        params = {
+            "t": resource_type,
+            "id": id,
+            "now": now,
+            "body": text_body,
+            **self._index_params(resource_type, id, stored_body),
+        }
+        await self.conn.execute(_INSERT, params)
         stored = StoredResource(resource_type, id, 1, now, False, text_body.encode())
         return WriteOutcome(stored, created=True)
 
-    async def _reindex(
-        self, resource_type: str, id: str, rid: int, body: dict[str, Any], *, drop: bool
-    ) -> None:
-        """Replace the resource's index rows; all statements go in one pipeline."""
+    def _index_params(self, resource_type: str, id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The arrays the write statements unnest into index rows, one per table column."""
         index = self.indexer.extract(resource_type, body)
-        patients = patient_compartment_ids(
-            resource_type, id, index.references, self.indexer.compartment_params(resource_type)
+        params: dict[str, Any] = {}
+        for field, (_, columns) in INDEX_LAYOUT.items():
+            rows = getattr(index, field)
+            params[f"{field}__param"] = [row.param for row in rows]
+            for column in columns:
+                params[f"{field}__{column}"] = [_bounded(getattr(row, column)) for row in rows]
+        params["patients"] = sorted(
+            patient_compartment_ids(
+                resource_type, id, index.references, self.indexer.compartment_params(resource_type)
+            )
         )
-        async with self.conn.pipeline(), self.conn.cursor() as cur:
-            if drop:
-                await cur.execute(_DROP_INDEX, {"t": resource_type, "rid": rid})
-            for field, rows in index_rows(resource_type, rid, index).items():
-                await cur.executemany(_INDEX_SQL[field], rows)
-            if patients:
-                await cur.executemany(
-                    _COMPARTMENT_SQL, [(resource_type, rid, p) for p in sorted(patients)]
-                )
+        return params
 
 
 def check_resource(resource_type: str, body: dict[str, Any]) -> None:

@@ -358,3 +358,17 @@ async def test_paging_links_keep_the_format(people: httpx.AsyncClient) -> None:
     response = await people.get("/Patient?_count=1&_format=json&_pretty=true")
     next_url = [link["url"] for link in response.json()["link"] if link["relation"] == "next"][0]
     assert "_format=json" in next_url and "_pretty=true" in next_url
+
+
+async def test_update_replaces_index_rows(client: httpx.AsyncClient) -> None:
+    await _put(client, _patient("u1", "Before", "A", "1990-01-01"))
+    await _put(client, _obs("uo", "Patient/u1", "2024-01-01"))
+    await _put(client, _patient("u1", "After", "A", "1990-01-01"))
+    await _put(client, _obs("uo", "Patient/u2", "2024-01-01"))
+    assert _ids(await _search(client, "/Patient?family=before")) == set()
+    assert _ids(await _search(client, "/Patient?family=after")) == {"u1"}
+    assert _ids(await _search(client, "/Observation?subject=Patient/u1")) == set()
+    assert _ids(await _search(client, "/Observation?patient=u2")) == {"uo"}
+    # Deleting removes its rows from search too.
+    assert (await client.delete("/Observation/uo")).status_code == 204
+    assert _ids(await _search(client, "/Observation?patient=u2")) == set()
