@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -227,24 +228,29 @@ _NUMERIC = {("idx_number", c) for c in ("value", "low", "high")} | {
 _TIMESTAMP = {("idx_date", "low"), ("idx_date", "high")}
 
 
-def _array_type(table: str, column: str) -> str:
+def _cast(table: str, column: str) -> str:
     if (table, column) in _NUMERIC:
-        return "numeric[]"
+        return "::numeric"
     if (table, column) in _TIMESTAMP:
-        return "timestamptz[]"
-    return "text[]"
+        return "::timestamptz"
+    return ""
 
 
 def _insert_index(rid: str, source: str) -> str:
-    """CTEs inserting every index table's rows from arrays (one array per column)."""
+    """CTEs inserting every index table's rows, read from one JSON parameter ``%(rows)s``.
+
+    ``rows`` maps each index field to a list of rows, each a list in column order; one JSON
+    text costs the driver far less than an array per column.
+    """
     ctes = []
     for field, (table, columns) in INDEX_LAYOUT.items():
-        arrays = ", ".join(
-            f"%({field}__{column})s::{_array_type(table, column)}" for column in ("param", *columns)
+        values = ", ".join(
+            f"(x ->> {i + 1}){_cast(table, column)}" for i, column in enumerate(columns)
         )
         ctes.append(
             f"i_{table} AS (INSERT INTO {table} (resource_type, rid, param, {', '.join(columns)})"
-            f" SELECT %(t)s, {rid}, x.* FROM {source}unnest({arrays}) AS x)"
+            f" SELECT %(t)s, {rid}, x ->> 0, {values}"
+            f" FROM {source}jsonb_array_elements(%(rows)s::jsonb -> '{field}') AS x)"
         )
     ctes.append(
         "i_compartment AS (INSERT INTO compartment"
@@ -668,20 +674,24 @@ class Repository:
         return WriteOutcome(stored, created=True)
 
     def _index_params(self, resource_type: str, id: str, body: dict[str, Any]) -> dict[str, Any]:
-        """The arrays the write statements unnest into index rows, one per table column."""
+        """The parameters the write statements turn into index rows and compartment members."""
         index = self.indexer.extract(resource_type, body)
-        params: dict[str, Any] = {}
-        for field, (_, columns) in INDEX_LAYOUT.items():
-            rows = getattr(index, field)
-            params[f"{field}__param"] = [row.param for row in rows]
-            for column in columns:
-                params[f"{field}__{column}"] = [_bounded(getattr(row, column)) for row in rows]
-        params["patients"] = sorted(
-            patient_compartment_ids(
-                resource_type, id, index.references, self.indexer.compartment_params(resource_type)
-            )
+        rows = {
+            field: [
+                [row.param, *(_json_value(_bounded(getattr(row, c))) for c in columns)]
+                for row in getattr(index, field)
+            ]
+            for field, (_, columns) in INDEX_LAYOUT.items()
+        }
+        patients = patient_compartment_ids(
+            resource_type, id, index.references, self.indexer.compartment_params(resource_type)
         )
-        return params
+        return {"rows": orjson.dumps(rows).decode(), "patients": sorted(patients)}
+
+
+def _json_value(value: Any) -> Any:
+    # Decimals travel as text, so no precision is lost; PostgreSQL casts them back to numeric.
+    return str(value) if isinstance(value, Decimal) else value
 
 
 def check_resource(resource_type: str, body: dict[str, Any]) -> None:
