@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".sdoh-fhir")
     # The base URL clients use, for Location headers and Bundle links; None: taken from the request.
     base_url: str | None = None
-    pool_size: int = 10
+    pool_size: int = 16
     default_count: int = 20
     max_count: int = 1000
     # Largest request body accepted, in bytes.

@@ -61,7 +61,9 @@ def _state(request: Request) -> AppState:
 async def _writing(request: Request) -> AsyncIterator[Repository]:
     """A repository in a transaction that commits when the interaction succeeds."""
     state = _state(request)
-    async with _connection(state) as conn, conn.transaction():
+    # Pipeline mode sends BEGIN, the statements and COMMIT together wherever no result is
+    # awaited in between: a plain create is one round trip instead of three.
+    async with _connection(state) as conn, conn.pipeline(), conn.transaction():
         yield Repository(conn, state.indexer)
 
 
