@@ -61,15 +61,13 @@ def _state(request: Request) -> AppState:
 async def _writing(request: Request) -> AsyncIterator[Repository]:
     """A repository in a transaction that commits when the interaction succeeds."""
     state = _state(request)
-    # Pipeline mode sends BEGIN, the statements and COMMIT together wherever no result is
-    # awaited in between: a plain create is one round trip instead of three.
-    async with _connection(state) as conn, conn.pipeline(), conn.transaction():
+    async with _connection(state) as conn, conn.transaction():
         yield Repository(conn, state.indexer)
 
 
 @asynccontextmanager
-async def _reading(request: Request) -> AsyncIterator[Repository]:
-    """A repository for reads: autocommit, so a read costs one round trip."""
+async def _autocommit(request: Request) -> AsyncIterator[Repository]:
+    """A repository without a transaction: for reads, and for writes of one statement."""
     state = _state(request)
     async with _connection(state) as conn:
         yield Repository(conn, state.indexer)
@@ -239,7 +237,7 @@ async def capabilities(request: Request) -> Response:
 
 async def history_system(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#history (whole system)."""
-    async with _reading(request) as repo:
+    async with _autocommit(request) as repo:
         return await _history(request, repo, None, None)
 
 
@@ -249,7 +247,7 @@ async def history_system(request: Request) -> Response:
 async def history_type(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#history (type)."""
     resource_type = _path_type(request)
-    async with _reading(request) as repo:
+    async with _autocommit(request) as repo:
         return await _history(request, repo, resource_type, None)
 
 
@@ -266,14 +264,14 @@ async def search_post(request: Request) -> Response:
             raise InvalidRequest("the form body is not UTF-8") from None
     elif media:
         raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded")
-    async with _reading(request) as repo:
+    async with _autocommit(request) as repo:
         return await _search(request, repo, resource_type, items)
 
 
 async def search_type(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#search"""
     resource_type = _path_type(request)
-    async with _reading(request) as repo:
+    async with _autocommit(request) as repo:
         return await _search(request, repo, resource_type, _search_items(request))
 
 
@@ -285,8 +283,14 @@ async def create(request: Request) -> Response:
     condition = request.headers.get("if-none-exist")
     criteria = _criteria(request, resource_type, condition) if condition else None
     body.pop("id", None)  # the server assigns the id of a created resource
-    async with _writing(request) as repo:
-        outcome = await repo.create(resource_type, body, if_none_exist=criteria)
+    if criteria is None:
+        # A plain create is one statement, atomic on its own: BEGIN and COMMIT would only add
+        # two round trips.
+        async with _autocommit(request) as repo:
+            outcome = await repo.create(resource_type, body)
+    else:
+        async with _writing(request) as repo:
+            outcome = await repo.create(resource_type, body, if_none_exist=criteria)
     return _write_response(request, outcome)
 
 
@@ -320,7 +324,7 @@ async def vread(request: Request) -> Response:
     version_id = request.path_params["version_id"]
     if not _VERSION.fullmatch(version_id):
         raise NotFound(f"{resource_type}/{id} has no version {version_id!r}")
-    async with _reading(request) as repo:
+    async with _autocommit(request) as repo:
         stored = await repo.vread(resource_type, id, int(version_id))
     assert stored.body is not None
     return render_bytes(request, stored.body, headers=_resource_headers(request, stored))
@@ -329,14 +333,14 @@ async def vread(request: Request) -> Response:
 async def history_instance(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#history (instance)."""
     resource_type, id = _path_type(request), _path_id(request)
-    async with _reading(request) as repo:
+    async with _autocommit(request) as repo:
         return await _history(request, repo, resource_type, id)
 
 
 async def read(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#read, with If-None-Match and If-Modified-Since."""
     resource_type, id = _path_type(request), _path_id(request)
-    async with _reading(request) as repo:
+    async with _autocommit(request) as repo:
         stored = await repo.read(resource_type, id)
     headers = _resource_headers(request, stored)
     none_match = request.headers.get("if-none-match")

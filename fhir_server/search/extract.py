@@ -173,7 +173,8 @@ class IndexExtractor:
                     where = f"{param.resource_type}.{param.code}"
                     raise ValueError(f"{where}: FHIRPath does not compile: {expression}") from exc
                 slow.add((param.resource_type, param.code))
-            compiled = _Compiled(param.code, _KIND[param.type], evaluate, converters)
+            roots = evaluate.roots if isinstance(evaluate, _FastPath) else None
+            compiled = _Compiled(param.code, _KIND[param.type], evaluate, converters, roots)
             self._by_type.setdefault(param.resource_type, []).append(compiled)
         self.slow_params = frozenset(slow)
         """(resource type, code) of the parameters that fhirpathpy evaluates."""
@@ -182,6 +183,8 @@ class IndexExtractor:
         """Index rows of ``resource``; values that do not parse are skipped, never raised."""
         buckets: tuple[dict[Any, None], ...] = tuple({} for _ in range(7))
         for compiled in self._by_type.get(resource.get("resourceType", ""), ()):
+            if compiled.roots is not None and compiled.roots.isdisjoint(resource):
+                continue  # most parameters of a type look at elements this resource lacks
             try:
                 rows = [
                     row
@@ -233,6 +236,8 @@ class _Compiled:
     kind: int  # index into the buckets of IndexExtractor.extract
     evaluate: Evaluate
     converters: Mapping[str, Convert]
+    # Top-level keys at least one of which a resource needs for any rows; None: always evaluate.
+    roots: frozenset[str] | None = None
 
 
 # --- expressions ----------------------------------------------------------------------------
@@ -361,6 +366,19 @@ class _FastPath:
         self._expression = expression
         self._slow: _SlowPath | None = None
 
+    @property
+    def roots(self) -> frozenset[str] | None:
+        """Top-level JSON keys (with their ``_`` companions) the first steps read; without any
+        of them in a resource this path yields nothing. None when a first step is no member."""
+        keys: set[str] = set()
+        for root_type, steps in self._parts:
+            first = steps[0] if steps else None
+            if not isinstance(first, _Member):
+                return None
+            for key, extension_key, _ in first.keys.get(root_type, ()):
+                keys.update((key, extension_key))
+        return frozenset(keys)
+
     def __call__(self, resource: Mapping[str, Any]) -> list[TypedValue]:
         try:
             return self._evaluate(resource)
@@ -384,6 +402,10 @@ class _ExistsAndNotFalse(_FastPath):
     """
 
     __slots__ = ("_keys", "_extension_keys")
+
+    @property
+    def roots(self) -> frozenset[str] | None:
+        return None  # an absent member still gives a value: false
 
     def __init__(self, member: _Member, root_type: str, expression: str) -> None:
         super().__init__([[member]], root_type, expression)

@@ -501,7 +501,10 @@ class Repository:
         *,
         if_none_exist: SearchRequest | None = None,
     ) -> WriteOutcome:
-        """http://hl7.org/fhir/R4/http.html#create (and conditional create)."""
+        """http://hl7.org/fhir/R4/http.html#create (and conditional create).
+
+        Without ``if_none_exist`` this is a single statement, atomic without a transaction.
+        """
         check_resource(resource_type, body)
         if if_none_exist is not None:
             await self._lock(normalize_criteria(resource_type, if_none_exist.query))
