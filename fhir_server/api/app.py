@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,6 +53,9 @@ def create_app(settings: Settings) -> FastAPI:
             capability_statement=orjson.dumps(statement),
             resource_types=frozenset(types),
         )
+        # The registry, models and compiled FHIRPath live as long as the process: keep them out
+        # of the collector's full passes, which otherwise add tens of ms to the slowest requests.
+        gc.freeze()
         try:
             yield
         finally:
