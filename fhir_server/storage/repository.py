@@ -4,7 +4,7 @@ The caller owns the connection and its transaction; the repository never commits
 the resource, store the canonical JSON text, append history and rewrite the search-index rows in
 the same transaction. Conditional writes hold a transaction-scoped advisory lock on the normalized
 criteria, so identical concurrent requests are serialized (http.html#cond-update). Hot statements
-are plain SQL; searches are built with SQLAlchemy Core and compiled with bound parameters only.
+are fixed SQL text; searches and history are built as SQL text with bound parameters only.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from urllib.parse import urlencode
 
 import orjson
 import psycopg
-from sqlalchemy import and_, select
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from fhir_server.core.errors import (
     Conflict,
@@ -32,7 +30,6 @@ from fhir_server.core.errors import (
     NotFound,
     PreconditionFailed,
 )
-from fhir_server.core.schema import resource_history
 from fhir_server.search.extract import IndexExtractor, ResourceIndex, patient_compartment_ids
 from fhir_server.search.parse import SearchRequest
 from fhir_server.search.registry import SearchRegistry, load_patient_compartment
@@ -165,7 +162,6 @@ def _content(body: dict[str, Any]) -> dict[str, Any]:
     return rest
 
 
-_DIALECT = PGDialect_psycopg()
 _READ = (
     "SELECT version_id, last_updated, deleted, body FROM resource"
     " WHERE resource_type = %s AND id = %s"
@@ -426,51 +422,46 @@ class Repository:
         cursor: str | None = None,
     ) -> HistoryPage:
         """http://hl7.org/fhir/R4/http.html#history, newest first."""
-        h = resource_history
-        query = select(
-            h.c.resource_type,
-            h.c.id,
-            h.c.version_id,
-            h.c.last_updated,
-            h.c.deleted,
-            h.c.body,
-            h.c.method,
-            h.c.seq,
-        )
+        where: list[str] = []
+        params: dict[str, Any] = {}
         if resource_type is not None:
-            query = query.where(h.c.resource_type == resource_type)
+            where.append("h.resource_type = %(t)s")
+            params["t"] = resource_type
         if id is not None:
-            query = query.where(h.c.id == id)
+            where.append("h.id = %(id)s")
+            params["id"] = id
         if since is not None:
-            query = query.where(h.c.last_updated >= since)
+            where.append("h.last_updated >= %(since)s")
+            params["since"] = since
         if at is not None:
             # Versions current at some point in [low, high): written before high, and not
             # replaced by a newer version at or before low.
-            low, high = at
-            newer = resource_history.alias("newer")
-            query = query.where(
-                h.c.last_updated < high,
-                ~select(newer.c.version_id)
-                .where(
-                    newer.c.resource_type == h.c.resource_type,
-                    newer.c.id == h.c.id,
-                    newer.c.version_id > h.c.version_id,
-                    newer.c.last_updated <= low,
-                )
-                .exists(),
+            where.append(
+                "h.last_updated < %(high)s AND NOT EXISTS (SELECT 1 FROM resource_history n"
+                " WHERE n.resource_type = h.resource_type AND n.id = h.id"
+                " AND n.version_id > h.version_id AND n.last_updated <= %(low)s)"
             )
+            params["low"], params["high"] = at
         if cursor is not None:
             try:
                 stamp, _, seq = cursor.partition("~")
-                position = (datetime.fromisoformat(stamp), int(seq))
+                params["c_time"], params["c_seq"] = datetime.fromisoformat(stamp), int(seq)
             except ValueError:
                 raise InvalidRequest("the history paging cursor is not valid") from None
-            query = query.where(
-                (h.c.last_updated < position[0])
-                | and_(h.c.last_updated == position[0], h.c.seq < position[1])
+            where.append(
+                "(h.last_updated < %(c_time)s"
+                " OR (h.last_updated = %(c_time)s AND h.seq < %(c_seq)s))"
             )
-        query = query.order_by(h.c.last_updated.desc(), h.c.seq.desc()).limit(count + 1)
-        rows = await self._all(query)
+        params["limit"] = count + 1
+        rows = await self._fetch(
+            Sql(
+                "SELECT h.resource_type, h.id, h.version_id, h.last_updated, h.deleted, h.body,"
+                " h.method, h.seq FROM resource_history h"
+                + (" WHERE " + " AND ".join(where) if where else "")
+                + " ORDER BY h.last_updated DESC, h.seq DESC LIMIT %(limit)s",
+                params,
+            )
+        )
         entries = tuple(
             HistoryEntry(
                 StoredResource(
@@ -655,11 +646,6 @@ class Repository:
 
     async def _fetch(self, sql: Sql) -> list[Any]:
         return await (await self.conn.execute(sql.text, sql.params)).fetchall()
-
-    async def _all(self, statement: Any) -> list[Any]:
-        """Rows of a SQLAlchemy Core statement, compiled with bound parameters."""
-        compiled = statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
-        return await (await self.conn.execute(str(compiled), compiled.params)).fetchall()
 
     async def _insert(self, resource_type: str, id: str, body: dict[str, Any]) -> WriteOutcome:
         now = now_millis()
