@@ -149,6 +149,7 @@ def _parse(request: Request, resource_type: str, items: list[tuple[str, str]]) -
         lenient=_prefer(request, "handling") == "lenient",
         default_count=state.settings.default_count,
         max_count=state.settings.max_count,
+        base_url=_base(request),
     )
 
 
@@ -162,7 +163,9 @@ def _criteria(request: Request, resource_type: str, text: str | None = None) -> 
     if not items:
         raise InvalidRequest("a conditional interaction needs search criteria")
     state = _state(request)
-    criteria = parse_search(resource_type, items, state.registry, lenient=False)
+    criteria = parse_search(
+        resource_type, items, state.registry, lenient=False, base_url=_base(request)
+    )
     if not criteria.clauses:
         raise InvalidRequest("the conditional criteria select no search parameter")
     return criteria

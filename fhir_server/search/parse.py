@@ -228,8 +228,13 @@ def parse_search(
     lenient: bool = False,
     default_count: int = 20,
     max_count: int = 1000,
+    base_url: str | None = None,
 ) -> SearchRequest:
-    """Parse query items (in order, repeated keys kept) for a search on ``resource_type``."""
+    """Parse query items (in order, repeated keys kept) for a search on ``resource_type``.
+
+    ``base_url`` is this server's base: a reference given as an absolute URL under it means
+    the same as the relative ``Type/id`` (search.html#reference).
+    """
     params = registry.for_type(resource_type)
     clauses: list[Clause] = []
     ignored: list[str] = []
@@ -305,7 +310,7 @@ def parse_search(
         if modifier and not _modifier_allowed(param, modifier):
             refuse(f"the modifier :{modifier} is not supported on {name} ({param.type})")
             continue
-        clauses.append(_parse_clause(param, modifier or None, value))
+        clauses.append(_parse_clause(param, modifier or None, value, base_url))
     return SearchRequest(
         resource_type=resource_type,
         clauses=tuple(clauses),
@@ -358,7 +363,9 @@ def _parse_sort(value: str, params: Mapping[str, SearchParam]) -> tuple[SortKey,
     return tuple(keys)
 
 
-def _parse_clause(param: SearchParam, modifier: str | None, text: str) -> Clause:
+def _parse_clause(
+    param: SearchParam, modifier: str | None, text: str, base_url: str | None = None
+) -> Clause:
     if modifier == "missing":
         if text not in {"true", "false"}:
             raise InvalidSearch(f"{param.code}:missing takes true or false")
@@ -366,11 +373,13 @@ def _parse_clause(param: SearchParam, modifier: str | None, text: str) -> Clause
     raw_values = [v for v in split_escaped(text, ",") if v != ""]
     if not raw_values:
         raise InvalidSearch(f"the search parameter {param.code} has no value")
-    values = tuple(_parse_value(param, modifier, v) for v in raw_values)
+    values = tuple(_parse_value(param, modifier, v, base_url) for v in raw_values)
     return Clause(param.code, param.type, param, modifier, values)
 
 
-def _parse_value(param: SearchParam, modifier: str | None, text: str) -> Value:
+def _parse_value(
+    param: SearchParam, modifier: str | None, text: str, base_url: str | None = None
+) -> Value:
     kind = param.type
     if kind == "string":
         raw = _unescape(text)
@@ -378,6 +387,8 @@ def _parse_value(param: SearchParam, modifier: str | None, text: str) -> Value:
     if kind == "token":
         return _token_value(param, modifier, text)
     if kind == "reference":
+        if base_url and text.startswith(base_url.rstrip("/") + "/"):
+            text = text[len(base_url.rstrip("/")) + 1 :]
         return _reference_value(param, modifier, text)
     if kind == "date":
         return _date_value(text, param.code)

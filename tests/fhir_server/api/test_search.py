@@ -372,3 +372,9 @@ async def test_update_replaces_index_rows(client: httpx.AsyncClient) -> None:
     # Deleting removes its rows from search too.
     assert (await client.delete("/Observation/uo")).status_code == 204
     assert _ids(await _search(client, "/Observation?patient=u2")) == set()
+
+
+async def test_reference_by_this_servers_absolute_url(people: httpx.AsyncClient) -> None:
+    # The test client's base is http://test: an absolute URL under it is a local reference.
+    assert _ids(await _search(people, "/Observation?subject=http://test/Patient/p2")) == {"o3"}
+    assert _ids(await _search(people, "/Observation?subject=http://elsewhere/Patient/p2")) == set()
