@@ -529,15 +529,13 @@ def _history_bundle(
     base = _base(request)
     path = "/".join(p for p in (resource_type, id) if p)
     links = [{"relation": "self", "url": str(request.url)}]
-    if page.next_cursor is not None:
-        items = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
-        items.append(("_cursor", page.next_cursor))
-        links.append(
-            {
-                "relation": "next",
-                "url": f"{base}/{path + '/' if path else ''}_history?{urlencode(items)}",
-            }
-        )
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
+    prefix = f"{base}/{path + '/' if path else ''}_history?"
+    for relation, position in (("next", page.next_cursor), ("previous", page.previous_cursor)):
+        if position is not None:
+            links.append(
+                {"relation": relation, "url": prefix + urlencode([*kept, ("_cursor", position)])}
+            )
     head = orjson.dumps(
         {
             "resourceType": "Bundle",

@@ -102,6 +102,7 @@ class HistoryEntry:
 class HistoryPage:
     entries: tuple[HistoryEntry, ...]
     next_cursor: str | None
+    previous_cursor: str | None = None
 
 
 class Indexer:
@@ -442,15 +443,22 @@ class Repository:
                 " AND n.version_id > h.version_id AND n.last_updated <= %(low)s)"
             )
             params["low"], params["high"] = at
+        # A cursor is "time~seq" for the older entries after it, "time~seq~b" for the newer ones.
+        backwards = False
         if cursor is not None:
+            parts = cursor.split("~")
             try:
-                stamp, _, seq = cursor.partition("~")
-                params["c_time"], params["c_seq"] = datetime.fromisoformat(stamp), int(seq)
+                if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "b"):
+                    raise ValueError("bad cursor")
+                params["c_time"] = datetime.fromisoformat(parts[0])
+                params["c_seq"] = int(parts[1])
             except ValueError:
                 raise InvalidRequest("the history paging cursor is not valid") from None
+            backwards = len(parts) == 3
+            op = ">" if backwards else "<"
             where.append(
-                "(h.last_updated < %(c_time)s"
-                " OR (h.last_updated = %(c_time)s AND h.seq < %(c_seq)s))"
+                f"(h.last_updated {op} %(c_time)s"
+                f" OR (h.last_updated = %(c_time)s AND h.seq {op} %(c_seq)s))"
             )
         params["limit"] = count + 1
         rows = await self._fetch(
@@ -458,7 +466,12 @@ class Repository:
                 "SELECT h.resource_type, h.id, h.version_id, h.last_updated, h.deleted, h.body,"
                 " h.method, h.seq FROM resource_history h"
                 + (" WHERE " + " AND ".join(where) if where else "")
-                + " ORDER BY h.last_updated DESC, h.seq DESC LIMIT %(limit)s",
+                + (
+                    " ORDER BY h.last_updated, h.seq"
+                    if backwards
+                    else " ORDER BY h.last_updated DESC, h.seq DESC"
+                )
+                + " LIMIT %(limit)s",
                 params,
             )
         )
@@ -477,11 +490,20 @@ class Repository:
             )
             for row in rows[:count]
         )
-        next_cursor = None
-        if len(rows) > count and entries:
-            last = entries[-1]
-            next_cursor = f"{last.resource.last_updated.isoformat()}~{last.seq}"
-        return HistoryPage(entries, next_cursor)
+        more = len(rows) > count
+        if backwards:
+            entries = entries[::-1]
+
+        def position(entry: HistoryEntry) -> str:
+            return f"{entry.resource.last_updated.isoformat()}~{entry.seq}"
+
+        next_cursor = previous_cursor = None
+        if entries:
+            if more or backwards:
+                next_cursor = position(entries[-1])
+            if (cursor is not None and not backwards) or (backwards and more):
+                previous_cursor = position(entries[0]) + "~b"
+        return HistoryPage(entries, next_cursor, previous_cursor)
 
     # -- writes --------------------------------------------------------------------------------
 

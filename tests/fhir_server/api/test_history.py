@@ -54,3 +54,25 @@ async def test_history_since_at_and_paging(client: httpx.AsyncClient) -> None:
         url = links[0].removeprefix("http://test") if links else ""
     assert versions == ["4", "3", "2", "1"]
     assert (await client.get("/_history?_since=notadate")).status_code == 400
+
+
+async def test_history_pages_back_with_previous_links(client: httpx.AsyncClient) -> None:
+    body = (await client.post("/Patient", json={"resourceType": "Patient"})).json()
+    for i in range(6):
+        await client.put(f"/Patient/{body['id']}", json={**body, "birthDate": f"200{i}-01-01"})
+
+    def versions(page: dict) -> list[str]:
+        return [e["resource"]["meta"]["versionId"] for e in page["entry"]]
+
+    def link(page: dict, relation: str) -> str | None:
+        urls = [x["url"] for x in page["link"] if x["relation"] == relation]
+        return urls[0].removeprefix("http://test") if urls else None
+
+    first = (await client.get(f"/Patient/{body['id']}/_history?_count=3")).json()
+    assert versions(first) == ["7", "6", "5"] and link(first, "previous") is None
+    second = (await client.get(link(first, "next") or "")).json()
+    assert versions(second) == ["4", "3", "2"]
+    back = (await client.get(link(second, "previous") or "")).json()
+    assert versions(back) == ["7", "6", "5"]
+    assert link(back, "previous") is None
+    assert (await client.get(f"/Patient/{body['id']}/_history?_cursor=x~y~z")).status_code == 400
