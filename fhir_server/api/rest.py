@@ -104,7 +104,7 @@ def _path_type(request: Request) -> str:
 
 def _path_id(request: Request) -> str:
     id: str = request.path_params["id"]
-    if not _ID.match(id):
+    if not _ID.fullmatch(id):
         raise InvalidRequest("a resource id is 1-64 characters: letters, digits, '-' and '.'")
     return id
 
@@ -121,7 +121,7 @@ def _if_match(request: Request) -> int | None:
     value = request.headers.get("if-match")
     if value is None:
         return None
-    match = _ETAG.match(value.strip())
+    match = _ETAG.fullmatch(value.strip())
     if not match:
         raise InvalidRequest('If-Match must be an ETag such as W/"3"')
     return int(match.group(1))

@@ -331,7 +331,7 @@ def _modifier_allowed(param: SearchParam, modifier: str) -> bool:
     # Reference type modifier, e.g. subject:Patient=123.
     return (
         param.type == "reference"
-        and bool(_TYPE_NAME.match(modifier))
+        and bool(_TYPE_NAME.fullmatch(modifier))
         and (not param.targets or modifier in param.targets)
     )
 
@@ -428,19 +428,19 @@ def _reference_value(param: SearchParam, modifier: str | None, text: str) -> Ref
         return ReferenceValue(
             None, None, identifier_system=parts[0] or None, identifier_value=parts[1] or None
         )
-    target = modifier if modifier and _TYPE_NAME.match(modifier) else None
+    target = modifier if modifier and _TYPE_NAME.fullmatch(modifier) else None
     if "://" in value or value.startswith("urn:"):
         return ReferenceValue(None, None, url=value.split("/_history/")[0])
     segments = value.split("/")
     if len(segments) >= 4 and segments[-2] == "_history":
         segments = segments[:-2]
     if len(segments) == 1:
-        if not _ID.match(segments[0]):
+        if not _ID.fullmatch(segments[0]):
             raise InvalidSearch(f"{segments[0]!r} is not a valid resource id for {param.code}")
         if target is None and len(param.targets) == 1:
             target = param.targets[0]
         return ReferenceValue(target, segments[0])
-    if len(segments) == 2 and _TYPE_NAME.match(segments[0]) and _ID.match(segments[1]):
+    if len(segments) == 2 and _TYPE_NAME.fullmatch(segments[0]) and _ID.fullmatch(segments[1]):
         if target is not None and target != segments[0]:
             raise InvalidSearch(f"{param.code}:{target} does not match the reference {value!r}")
         if param.targets and segments[0] not in param.targets:

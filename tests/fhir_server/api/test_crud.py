@@ -232,3 +232,9 @@ async def test_wrong_methods_on_fixed_paths(client: httpx.AsyncClient) -> None:
         response = await client.request(method, "/metadata", json=PATIENT)
         assert response.status_code == 405, method
         assert response.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_ids_with_a_trailing_newline_are_refused(client: httpx.AsyncClient) -> None:
+    response = await client.put("/Patient/abc%0A", json={**PATIENT, "id": "abc\n"})
+    assert response.status_code == 400
+    assert (await client.get("/Patient/abc%0A")).status_code == 400
