@@ -31,9 +31,11 @@ def _command() -> list[str]:
 def test_serve_demo_then_ctrl_c(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SDOH_FHIR_")}
+    # As the README starts it: from a directory of the user's, default (relative) data dir.
     process = subprocess.Popen(
-        [*_command(), "serve", "--demo", "--port", str(port), "--data-dir", str(tmp_path / "d")],
+        [*_command(), "serve", "--demo", "--port", str(port)],
         env=env,
+        cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -69,5 +71,6 @@ def test_serve_demo_then_ctrl_c(tmp_path: Path) -> None:
             process.kill()
             raise
     assert "embedded PostgreSQL stopped" in output
-    pid_file = tmp_path / "d" / "pgdata" / "postmaster.pid"
+    assert (tmp_path / ".sdoh-fhir" / "pgdata" / "PG_VERSION").exists()
+    pid_file = tmp_path / ".sdoh-fhir" / "pgdata" / "postmaster.pid"
     assert not pid_file.exists(), "the embedded PostgreSQL is still running"

@@ -65,6 +65,11 @@ class EmbeddedPostgres:
     database: str = "sdoh_fhir"
     _started_here: bool = field(default=False, init=False)
 
+    def __post_init__(self) -> None:
+        # PostgreSQL's tools run from "/" (as the service user when we are root): a relative
+        # data directory, like the default ".sdoh-fhir", must be made absolute first.
+        self.data_dir = self.data_dir.absolute()
+
     @property
     def pgdata(self) -> Path:
         return self.data_dir / "pgdata"
