@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 import orjson
 from fastapi import FastAPI
 
+from fhir_server.api import bundle
 from fhir_server.api.errors import install_error_handlers
 from fhir_server.api.rest import routes
 from fhir_server.api.state import AppState
@@ -70,7 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     install_error_handlers(app)
-    app.router.routes.extend(routes)
+    app.router.routes.extend([*bundle.routes, *routes])
     return app
 
 

@@ -412,27 +412,38 @@ async def _search(
 ) -> Response:
     search = _parse(request, resource_type, items)
     page = await repo.search(search)
-    return render_bytes(request, _searchset(request, search, page))
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k in {"_format", "_pretty"}]
+    return render_bytes(request, searchset(_base(request), str(request.url), search, page, kept))
 
 
-def _page_link(request: Request, search: SearchRequest, cursor: Cursor | None) -> str:
-    items = list(search.query)
-    items += [(k, v) for k, v in request.query_params.multi_items() if k in {"_format", "_pretty"}]
+def _page_link(
+    base: str, search: SearchRequest, cursor: Cursor | None, kept: list[tuple[str, str]]
+) -> str:
+    items = [*search.query, *kept]
     if cursor is not None:
         items.append(("_cursor", encode_cursor(cursor)))
     query = urlencode(items)
-    return f"{_base(request)}/{search.resource_type}" + (f"?{query}" if query else "")
+    return f"{base}/{search.resource_type}" + (f"?{query}" if query else "")
 
 
-def _searchset(request: Request, search: SearchRequest, page: SearchPage) -> bytes:
-    """The searchset Bundle, with stored bodies spliced in as they are."""
-    base = _base(request)
-    links = [{"relation": "self", "url": str(request.url)}]
+def searchset(
+    base: str,
+    self_url: str,
+    search: SearchRequest,
+    page: SearchPage,
+    kept: list[tuple[str, str]] | None = None,
+) -> bytes:
+    """The searchset Bundle, with stored bodies spliced in as they are.
+
+    ``kept`` are parameters that page links carry besides the search (``_format``, ``_pretty``).
+    """
+    kept = kept or []
+    links = [{"relation": "self", "url": self_url}]
     if page.next_cursor is not None:
-        links.append({"relation": "next", "url": _page_link(request, search, page.next_cursor)})
+        links.append({"relation": "next", "url": _page_link(base, search, page.next_cursor, kept)})
     if page.previous_cursor is not None:
         links.append(
-            {"relation": "previous", "url": _page_link(request, search, page.previous_cursor)}
+            {"relation": "previous", "url": _page_link(base, search, page.previous_cursor, kept)}
         )
     head: dict[str, Any] = {
         "resourceType": "Bundle",

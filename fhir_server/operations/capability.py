@@ -78,7 +78,11 @@ def build_capability_statement(
             {
                 "mode": "server",
                 "resource": resources,
-                "interaction": [{"code": "history-system"}],
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "history-system"},
+                ],
             }
         ],
     }

@@ -32,6 +32,8 @@ async def test_capability_statement(client: httpx.AsyncClient) -> None:
     params = {p["name"] for p in patient["searchParam"]}
     assert {"name", "family", "birthdate", "identifier", "_id", "_lastUpdated"} <= params
     assert "_text" not in params and "_content" not in params
+    system = {i["code"] for i in statement["rest"][0]["interaction"]}
+    assert system == {"transaction", "batch", "history-system"}
 
 
 async def test_every_listed_search_parameter_is_accepted(client: httpx.AsyncClient) -> None:
