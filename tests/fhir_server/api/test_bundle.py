@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import httpx
@@ -374,3 +375,75 @@ async def test_malformed_bundles_are_400(client: httpx.AsyncClient) -> None:
     )
     assert response.status_code == 404
     assert await _count(client, "Patient") == 0
+
+
+_ODD_VALUES: list[Any] = [
+    None,
+    True,
+    0,
+    -1,
+    1.5,
+    "",
+    "x",
+    "urn:uuid:",
+    "Patient?",
+    "Patient/",
+    "/",
+    "?x=1",
+    [],
+    {},
+    [{}],
+    {"reference": "urn:uuid:nowhere"},
+    "Patient?identifier=a&_count=x",
+    "Patient/../x",
+    "Patient/a/_history/x",
+    "\x00",
+]
+
+
+def _mutate(value: Any, rng: random.Random) -> Any:
+    """The value with one element somewhere replaced, dropped or duplicated."""
+    if isinstance(value, dict) and value and rng.random() < 0.8:
+        key = rng.choice(list(value))
+        copy = dict(value)
+        roll = rng.random()
+        if roll < 0.2:
+            del copy[key]
+        elif roll < 0.5:
+            copy[key] = rng.choice(_ODD_VALUES)
+        else:
+            copy[key] = _mutate(value[key], rng)
+        return copy
+    if isinstance(value, list) and value and rng.random() < 0.8:
+        index = rng.randrange(len(value))
+        copy = list(value)
+        if rng.random() < 0.3:
+            copy.append(copy[index])
+        else:
+            copy[index] = _mutate(value[index], rng)
+        return copy
+    return rng.choice(_ODD_VALUES)
+
+
+async def test_mutated_bundles_never_cause_a_server_error(client: httpx.AsyncClient) -> None:
+    rng = random.Random(20261123)
+    seed = _transaction(
+        {
+            "fullUrl": PATIENT_URN,
+            "resource": _patient("FUZZ-1"),
+            "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=FUZZ-1"},
+        },
+        *_referral(PATIENT_URN, REQUEST_URN),
+        {"request": {"method": "GET", "url": "Patient?identifier=FUZZ-1"}},
+        {"request": {"method": "DELETE", "url": "Patient?identifier=nobody"}},
+    )
+    for _ in range(150):
+        bundle = seed
+        for _ in range(rng.randint(1, 3)):
+            bundle = _mutate(bundle, rng)
+        for kind in ("transaction", "batch"):
+            if isinstance(bundle, dict) and "type" in bundle:
+                bundle = {**bundle, "type": kind}
+            response = await client.post("/", json=bundle)
+            assert response.status_code < 500, (bundle, response.text)
+            assert response.json()["resourceType"] in {"Bundle", "OperationOutcome"}
