@@ -28,9 +28,11 @@ from fhir_server.core.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
-from fhir_server.search.parse import SearchRequest, parse_count, parse_search
+from fhir_server.search.include import Include, InvalidInclude, parse_includes, split_includes
+from fhir_server.search.parse import InvalidSearch, SearchRequest, parse_count, parse_search
 from fhir_server.search.sql import Cursor, encode_cursor
 from fhir_server.search.values import InvalidValue, parse_date_range
+from fhir_server.storage.includes import Included, fetch_included
 from fhir_server.storage.repository import (
     HistoryPage,
     Repository,
@@ -410,10 +412,44 @@ routes = [
 async def _search(
     request: Request, repo: Repository, resource_type: str, items: list[tuple[str, str]]
 ) -> Response:
+    include_items, items = split_includes(items)
     search = _parse(request, resource_type, items)
-    page = await repo.search(search)
+    includes, warnings = _includes(request, resource_type, include_items)
+    included = None
+    if includes and search.summary != "count":
+        # The page and what it includes are read from one snapshot.
+        async with repo.conn.transaction():
+            await repo.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            page = await repo.search(search)
+            limit = _state(request).settings.max_count
+            included = await fetch_included(repo.conn, includes, page.resources, limit)
+    else:
+        page = await repo.search(search)
     kept = [(k, v) for k, v in request.query_params.multi_items() if k in {"_format", "_pretty"}]
-    return render_bytes(request, searchset(_base(request), str(request.url), search, page, kept))
+    body = searchset(
+        _base(request), str(request.url), search, page, [*include_items, *kept], included, warnings
+    )
+    return render_bytes(request, body)
+
+
+def _includes(
+    request: Request, resource_type: str, items: list[tuple[str, str]]
+) -> tuple[tuple[Include, ...], tuple[str, ...]]:
+    """The _include and _revinclude of a search; under lenient handling, bad ones are ignored."""
+    registry = _state(request).registry
+    try:
+        return parse_includes(resource_type, items, registry), ()
+    except InvalidInclude as exc:
+        if _prefer(request, "handling") != "lenient":
+            raise InvalidSearch(str(exc)) from None
+    kept: list[Include] = []
+    ignored: list[str] = []
+    for item in items:
+        try:
+            kept.extend(parse_includes(resource_type, [item], registry))
+        except InvalidInclude as exc:
+            ignored.append(f"{item[0]}={item[1]} was ignored: {exc}")
+    return tuple(kept), tuple(ignored)
 
 
 def _page_link(
@@ -432,10 +468,13 @@ def searchset(
     search: SearchRequest,
     page: SearchPage,
     kept: list[tuple[str, str]] | None = None,
+    included: Included | None = None,
+    warnings: tuple[str, ...] = (),
 ) -> bytes:
     """The searchset Bundle, with stored bodies spliced in as they are.
 
-    ``kept`` are parameters that page links carry besides the search (``_format``, ``_pretty``).
+    ``kept`` are parameters that page links carry besides the search (``_format``, ``_pretty``,
+    the includes); ``included`` resources follow the matches as ``search.mode`` include.
     """
     kept = kept or []
     links = [{"relation": "self", "url": self_url}]
@@ -461,11 +500,22 @@ def searchset(
         + b',"search":{"mode":"match"}}'
         for stored in page.resources
     ]
-    if search.ignored:
+    if included is not None:
+        entries += [
+            b'{"fullUrl":'
+            + orjson.dumps(f"{base}/{stored.resource_type}/{stored.id}")
+            + b',"resource":'
+            + _shaped(search, stored.body or b"{}")
+            + b',"search":{"mode":"include"}}'
+            for stored in included.resources
+        ]
+        warnings = (*warnings, *included.warnings)
+    notes = (*search.ignored, *warnings)
+    if notes:
         from fhir_server.api.errors import operation_outcome
 
         outcome = operation_outcome(
-            tuple(Issue("warning", "not-supported", message) for message in search.ignored)
+            tuple(Issue("warning", "not-supported", message) for message in notes)
         )
         entries.append(b'{"resource":' + orjson.dumps(outcome) + b',"search":{"mode":"outcome"}}')
     head_bytes = orjson.dumps(head)

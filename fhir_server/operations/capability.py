@@ -29,8 +29,16 @@ _INTERACTIONS = [
 def build_capability_statement(
     registry: SearchRegistry, resource_types: Iterable[str], *, base_url: str | None, version: str
 ) -> dict[str, Any]:
+    served = sorted(resource_types)
+    reverse: dict[str, list[str]] = {t: [] for t in served}
+    for source in served:
+        for code, p in sorted(registry.for_type(source).items()):
+            if p.type == "reference" and p.expression:
+                for target in p.targets:
+                    if target in reverse:
+                        reverse[target].append(f"{source}:{code}")
     resources = []
-    for resource_type in sorted(resource_types):
+    for resource_type in served:
         params = [
             {"name": p.code, "definition": p.url, "type": p.type}
             for code, p in sorted(registry.for_type(resource_type).items())
@@ -61,6 +69,15 @@ def build_capability_statement(
                 "conditionalRead": "full-support",
                 "conditionalUpdate": True,
                 "conditionalDelete": "single",
+                "searchInclude": [
+                    "*",
+                    *(
+                        f"{resource_type}:{code}"
+                        for code, p in sorted(registry.for_type(resource_type).items())
+                        if p.type == "reference" and p.expression
+                    ),
+                ],
+                "searchRevInclude": reverse[resource_type],
                 "searchParam": params,
             }
         )

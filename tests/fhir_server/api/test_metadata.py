@@ -69,3 +69,19 @@ async def test_every_listed_search_parameter_is_accepted(client: httpx.AsyncClie
                 value = "1"
             response = await client.get(f"/{resource['type']}", params={param["name"]: value})
             assert response.status_code == 200, (resource["type"], param["name"], response.text)
+
+
+async def test_every_listed_include_and_revinclude_is_accepted(client: httpx.AsyncClient) -> None:
+    statement = (await client.get("/metadata")).json()
+    resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    for resource_type in ("Patient", "ServiceRequest", "Task", "Observation"):
+        resource = resources[resource_type]
+        assert "*" in resource["searchInclude"]
+        for value in resource["searchInclude"]:
+            response = await client.get(f"/{resource_type}?_include={value}")
+            assert response.status_code == 200, (resource_type, value, response.text)
+        for value in resource["searchRevInclude"][:40]:
+            response = await client.get(f"/{resource_type}?_revinclude={value}")
+            assert response.status_code == 200, (resource_type, value, response.text)
+    assert "Observation:subject" in resources["Patient"]["searchRevInclude"]
+    assert "Patient:organization" in resources["Patient"]["searchInclude"]
