@@ -14,6 +14,7 @@ A batch runs each entry on its own, in its own transaction, and reports each ent
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from fhir_server.core.errors import (
     NotFound,
     PreconditionFailed,
 )
+from fhir_server.operations.patch import apply_fhirpath_patch, apply_json_patch
 from fhir_server.search.parse import SearchRequest, parse_search
 from fhir_server.storage.repository import (
     Repository,
@@ -489,8 +491,42 @@ async def _execute(context: _Context, repo: Repository, entry: _Entry) -> _Resul
             )
         return _written(context, outcome.resource, outcome.created)
     if entry.method == "PATCH":
-        raise InvalidRequest("PATCH entries are not supported yet")
+        target = entry.id or entry.target_id
+        if target is None:  # a conditional patch in a batch: nothing was planned
+            assert entry.query is not None
+            found = await repo.find(_criteria(context, resource_type, entry.query))
+            if len(found) != 1:
+                raise (MultipleMatches if found else NotFound)(
+                    "the conditional patch criteria must match exactly one resource"
+                )
+            target = found[0]
+        outcome = await rest.patch_resource(
+            repo, resource_type, target, _patch_change(entry), entry.if_match
+        )
+        return _written(context, outcome.resource, False)
     return await _read_entry(context, repo, entry)
+
+
+def _patch_change(entry: _Entry) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A PATCH entry's change: FHIRPath Patch Parameters, or JSON Patch in a Binary."""
+    resource = entry.resource or {}
+    if resource.get("resourceType") == "Parameters":
+        return lambda current: apply_fhirpath_patch(current, resource)
+    content_type, data = resource.get("contentType"), resource.get("data")
+    if (
+        resource.get("resourceType") == "Binary"
+        and isinstance(content_type, str)
+        and content_type.startswith("application/json-patch+json")
+        and isinstance(data, str)
+    ):
+        try:
+            document = orjson.loads(base64.b64decode(data, validate=True))
+        except (ValueError, orjson.JSONDecodeError):
+            raise InvalidRequest("the Binary does not hold a JSON Patch document") from None
+        return lambda current: apply_json_patch(current, document)
+    raise InvalidRequest(
+        "a PATCH entry holds a FHIRPath Patch Parameters resource or a JSON Patch Binary"
+    )
 
 
 def _written(context: _Context, stored: StoredResource, created: bool) -> _Result:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -20,14 +20,19 @@ from starlette.routing import Route
 from fhir_server.api.formats import output_format, read_body, render_bytes, render_resource
 from fhir_server.api.state import AppState
 from fhir_server.core.errors import (
+    Conflict,
     InvalidRequest,
     Issue,
     MethodNotAllowed,
+    MultipleMatches,
     NotFound,
     PayloadTooLarge,
+    PreconditionFailed,
     ServiceUnavailable,
+    UnprocessableEntity,
     UnsupportedMediaType,
 )
+from fhir_server.operations.patch import apply_fhirpath_patch, apply_json_patch
 from fhir_server.search.include import Include, InvalidInclude, parse_includes, split_includes
 from fhir_server.search.parse import InvalidSearch, SearchRequest, parse_count, parse_search
 from fhir_server.search.sql import Cursor, encode_cursor
@@ -379,6 +384,84 @@ async def update(request: Request) -> Response:
     return _write_response(request, outcome)
 
 
+async def patch(request: Request) -> Response:
+    """http://hl7.org/fhir/R4/http.html#patch: JSON Patch or FHIRPath Patch, with If-Match."""
+    resource_type, id = _path_type(request), _path_id(request)
+    output_format(request)
+    change = await _patch_document(request)
+    async with _writing(request) as repo:
+        outcome = await patch_resource(repo, resource_type, id, change, _if_match(request))
+    return _write_response(request, outcome)
+
+
+async def conditional_patch(request: Request) -> Response:
+    """http://hl7.org/fhir/R4/http.html#patch on search criteria: the single match is patched."""
+    resource_type = _path_type(request)
+    output_format(request)
+    criteria = _criteria(request, resource_type)
+    change = await _patch_document(request)
+    async with _writing(request) as repo:
+        found = await repo.find(criteria)
+        if len(found) > 1:
+            raise MultipleMatches("the criteria match more than one resource")
+        if not found:
+            raise NotFound("the criteria match no resource")
+        outcome = await patch_resource(repo, resource_type, found[0], change, _if_match(request))
+    return _write_response(request, outcome)
+
+
+_JSON_PATCH = "application/json-patch+json"
+
+
+async def _patch_document(request: Request) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The change a PATCH body describes, as a function of the current resource."""
+    raw = await _raw_body(request)
+    if not raw:
+        raise InvalidRequest("the request has no body")
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == _JSON_PATCH:
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise InvalidRequest("the JSON Patch document is not valid JSON") from None
+        return lambda resource: apply_json_patch(resource, document)
+    parameters = read_body(media, raw)
+    if parameters.get("resourceType") != "Parameters":
+        raise InvalidRequest(f"PATCH takes {_JSON_PATCH} or a FHIRPath Patch Parameters resource")
+    return lambda resource: apply_fhirpath_patch(resource, parameters)
+
+
+async def patch_resource(
+    repo: Repository,
+    resource_type: str,
+    id: str,
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+    if_match: int | None,
+) -> WriteOutcome:
+    """Apply ``change`` to the current version and store the result as the next one.
+
+    Optimistic: the update names the version the change was applied to, so a write that lands
+    in between is never lost; the patch is then applied again to the newer version.
+    """
+    for _ in range(5):
+        current = await repo.read(resource_type, id)
+        if if_match is not None and if_match != current.version_id:
+            raise PreconditionFailed(
+                f"version conflict: {resource_type}/{id} is at version {current.version_id}, "
+                f"not {if_match}"
+            )
+        assert current.body is not None
+        patched = change(orjson.loads(current.body))
+        if patched.get("resourceType") != resource_type or patched.get("id") != id:
+            raise UnprocessableEntity("a patch may not change the resource type or id")
+        try:
+            return await repo.update(resource_type, id, patched, if_match=current.version_id)
+        except PreconditionFailed:
+            if if_match is not None:
+                raise
+    raise Conflict(f"{resource_type}/{id} kept changing while the patch was applied; retry")
+
+
 async def delete(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#delete"""
     resource_type, id = _path_type(request), _path_id(request)
@@ -399,10 +482,12 @@ routes = [
     Route("/{resource_type}/{id}", read, methods=["GET"]),
     Route("/{resource_type}/{id}", update, methods=["PUT"]),
     Route("/{resource_type}/{id}", delete, methods=["DELETE"]),
+    Route("/{resource_type}/{id}", patch, methods=["PATCH"]),
     Route("/{resource_type}", search_type, methods=["GET"]),
     Route("/{resource_type}", create, methods=["POST"]),
     Route("/{resource_type}", conditional_update, methods=["PUT"]),
     Route("/{resource_type}", conditional_delete, methods=["DELETE"]),
+    Route("/{resource_type}", conditional_patch, methods=["PATCH"]),
 ]
 
 
