@@ -29,6 +29,8 @@ _TABLES = (
     "idx_uri",
     "idx_reference",
     "compartment",
+    "job",
+    "job_input",
 )
 
 

@@ -7,22 +7,30 @@ Each parameter's FHIRPath is compiled once. Simple paths (dotted members, choice
 that walks the JSON with the FHIRPath model's type tables; everything else runs in fhirpathpy.
 Both give the same rows (tests/fhir_server/search/test_extract.py checks it on every
 parameter of the SDOHCC examples).
+
+A composite parameter (search.html#composite) has no rows under its own code: each element its
+expression selects gives rows of the component types under ``code$0``, ``code$1``, ... (see
+:func:`composite_code`), all with the element's ordinal in ``ord``, so a search can require
+every component to match the same element. Only elements with a value for every component give
+rows. Component expressions are relative to the element and run on the fast path only: a
+composite whose expressions need fhirpathpy is not indexable (:func:`composite_indexable`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, TypeAlias
 
 import fhirpathpy
 from fhirpathpy.engine.nodes import FP_DateTime, ResourceNode, TypeInfo
 from fhirpathpy.models import models
 
-from fhir_server.search.registry import SearchParam, split_union
+from fhir_server.search.registry import SearchParam, SearchRegistry, split_union
 from fhir_server.search.values import (
     DATE_MAX,
     DATE_MIN,
@@ -47,6 +55,8 @@ __all__ = [
     "StringRow",
     "TokenRow",
     "UriRow",
+    "composite_code",
+    "composite_indexable",
     "patient_compartment_ids",
 ]
 
@@ -60,6 +70,7 @@ class StringRow:
     param: str
     value: str  # as written, cut to STRING_MAX (for :exact and :contains)
     norm: str  # normalize_string(value), cut to NORM_MAX (for the default starts-with)
+    ord: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +81,7 @@ class TokenRow:
     text: str | None  # normalized CodeableConcept.text, Coding.display or Identifier.type.text
     type_system: str | None = None  # Identifier.type coding, for :of-type
     type_code: str | None = None
+    ord: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +89,7 @@ class DateRow:
     param: str
     low: datetime  # half-open [low, high), aware UTC
     high: datetime
+    ord: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +98,7 @@ class NumberRow:
     value: Decimal
     low: Decimal  # implicit precision range [low, high)
     high: Decimal
+    ord: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +110,14 @@ class QuantityRow:
     system: str | None
     code: str | None
     unit: str | None
+    ord: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class UriRow:
     param: str
     value: str
+    ord: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +128,15 @@ class ReferenceRow:
     url: str | None  # absolute reference or canonical (without |version); None when local
     identifier_system: str | None = None
     identifier_value: str | None = None
+    ord: int | None = None
 
 
 Row: TypeAlias = StringRow | TokenRow | DateRow | NumberRow | QuantityRow | UriRow | ReferenceRow
+# Each row type's fields before ``ord``, for _with_ord (dataclasses.replace is slow).
+_ROW_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls))[:-1]
+    for cls in (StringRow, TokenRow, DateRow, NumberRow, QuantityRow, UriRow, ReferenceRow)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,18 +169,37 @@ Evaluate: TypeAlias = Callable[[Mapping[str, Any]], list[TypedValue]]
 Convert: TypeAlias = Callable[[str, Any], Iterator[Row]]
 
 
+def composite_code(code: str, index: int) -> str:
+    """The ``param`` of the index rows of component ``index`` (from 0) of composite ``code``."""
+    return f"{code}${index}"
+
+
 class IndexExtractor:
     """Turns resources into index rows for a fixed set of search parameters."""
 
-    def __init__(self, params: Iterable[SearchParam], *, fast_path: bool = True) -> None:
+    def __init__(
+        self,
+        params: Iterable[SearchParam],
+        *,
+        fast_path: bool = True,
+        registry: SearchRegistry | None = None,
+    ) -> None:
         """Compile every parameter's expression once; ValueError if one does not compile.
 
         ``fast_path=False`` evaluates every expression with fhirpathpy; it exists to check that
-        the fast path gives the same rows.
+        the fast path gives the same rows. ``registry`` resolves the components of composite
+        parameters; without it composites give no rows.
         """
         self._by_type: dict[str, list[_Compiled]] = {}
+        self._composites: dict[str, list[_Composite]] = {}
         slow: set[tuple[str, str]] = set()
         for param in params:
+            if param.type == "composite" and registry is not None:
+                components = registry.components(param)
+                composite = _compile_composite(param, components) if components else None
+                if composite is not None:
+                    self._composites.setdefault(param.resource_type, []).append(composite)
+                continue
             converters = _CONVERTERS.get(param.type)
             if converters is None or not param.expression:
                 continue  # composite and special parameters have no rows of their own
@@ -195,6 +236,9 @@ class IndexExtractor:
             except Exception:  # fhirpathpy raises bare Exceptions on odd input
                 continue
             buckets[compiled.kind].update(dict.fromkeys(rows))
+        for composite in self._composites.get(resource.get("resourceType", ""), ()):
+            for kind, row in composite.rows(resource):
+                buckets[kind][row] = None
         strings, tokens, dates, numbers, quantities, uris, references = buckets
         return ResourceIndex(
             strings=tuple(strings),
@@ -245,6 +289,7 @@ class _Compiled:
 _AS_FUNCTION = re.compile(r"\.as\((\w+)\)")
 _AS_OPERATOR = re.compile(r"\(([^()\s]+) as (\w+)\)")
 _AS_TOP_LEVEL = re.compile(r"([^()\s]+) as (\w+)")
+_SYSTEM_TYPE = re.compile(r"\.ofType\((DateTime|Date|Time|String|Boolean|Integer|Decimal)\)")
 _ABSTRACT_ROOT = re.compile(r"(?<![\w.%$])(?:Resource|DomainResource)\.")
 
 
@@ -254,7 +299,8 @@ def _normalize(expression: str, resource_type: str) -> str:
     FHIRPath's ``as`` is an error on more than one item, so ``Observation.component.value as
     Quantity`` fails on any Observation with two components; R5 rewrote these expressions to
     ``ofType``, which is what the search parameter means. fhirpathpy also finds nothing under
-    a ``Resource.`` root on a concrete resource.
+    a ``Resource.`` root on a concrete resource. R4's ``code-value-date`` names the FHIRPath
+    system type (``value.as(DateTime)``), which no FHIR ``dateTime`` is; R5 names the FHIR type.
     """
     parts = []
     for part in split_union(expression):
@@ -263,6 +309,7 @@ def _normalize(expression: str, resource_type: str) -> str:
         top_level = _AS_TOP_LEVEL.fullmatch(part)
         if top_level is not None:
             part = f"{top_level[1]}.ofType({top_level[2]})"
+        part = _SYSTEM_TYPE.sub(lambda m: f".ofType({m[1][0].lower()}{m[1][1:]})", part)
         parts.append(_ABSTRACT_ROOT.sub(f"{resource_type}.", part))
     return " | ".join(parts)
 
@@ -596,6 +643,140 @@ def _is_type(name: str | None, type_name: str) -> bool:
             return True
         name = _TYPE2PARENT.get(name) or _PATH2TYPE.get(name)
     return False
+
+
+# --- composites -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One component of a compiled composite."""
+
+    param: str  # composite_code(code, index)
+    kind: int  # index into the buckets of IndexExtractor.extract
+    converters: Mapping[str, Convert]
+    by_type: Mapping[str, list[list[_Step]]]  # element type path -> steps of each union operand
+
+
+@dataclass(frozen=True, slots=True)
+class _Composite:
+    """A composite parameter compiled for the fast path: its elements, then each component."""
+
+    resource_type: str
+    bases: tuple[list[_Step], ...]  # one per union operand; [] is the resource itself
+    parts: tuple[_Part, ...]
+
+    def rows(self, resource: Mapping[str, Any]) -> Iterator[tuple[int, Row]]:
+        """(bucket kind, row) of every element that has a value for every component."""
+        elements = [
+            item for steps in self.bases for item in _walk(resource, self.resource_type, steps)
+        ]
+        for ordinal, (type_path, data) in enumerate(elements):
+            # Look for every component's value before converting any: most elements lack the
+            # value type of most composites (an Observation has one value[x]), and the value
+            # is the last component.
+            values = []
+            for part in reversed(self.parts):
+                try:
+                    found = [
+                        item
+                        for steps in part.by_type.get(type_path, ())
+                        for item in _walk(data, type_path, steps)
+                        if item[0] in part.converters
+                    ]
+                except _Fallback:
+                    found = []
+                if not found:
+                    break
+                values.append(found)
+            else:
+                converted = []
+                for part, found in zip(reversed(self.parts), values, strict=True):
+                    rows = [
+                        row for t, value in found for row in part.converters[t](part.param, value)
+                    ]
+                    if not rows:
+                        break
+                    converted.append((part.kind, rows))
+                else:
+                    for kind, rows in reversed(converted):
+                        for row in rows:
+                            yield kind, _with_ord(row, ordinal)
+
+
+def _with_ord(row: Row, ordinal: int) -> Row:
+    """``row`` with ``ord`` set (``ord`` is every row type's last field)."""
+    make: Callable[..., Row] = type(row)
+    return make(*(getattr(row, name) for name in _ROW_FIELDS[type(row)]), ordinal)
+
+
+def composite_indexable(param: SearchParam, components: Sequence[SearchParam]) -> bool:
+    """Whether :class:`IndexExtractor` gives rows for this composite (and so it can be searched)."""
+    return _compile_composite(param, tuple(components)) is not None
+
+
+@lru_cache(maxsize=1024)
+def _compile_composite(param: SearchParam, components: Sequence[SearchParam]) -> _Composite | None:
+    """The composite on the fast path, or None when an expression or a value type is not.
+
+    Every component must have a value type its parameter type indexes, on every element type
+    the composite's expression selects: R4's DocumentReference ``relationship`` pairs the
+    reference parameter with ``code`` and so can never match; it is refused, not left empty.
+    """
+    if not param.expression or len(components) < 2:
+        return None
+    resource_type = param.resource_type
+    bases: list[list[_Step]] = []
+    element_types: set[str] = set()
+    for part in split_union(_normalize(param.expression, resource_type)):
+        if part == resource_type:
+            bases.append([])
+            element_types.add(resource_type)
+            continue
+        steps = _compile_part(_unwrap(part), resource_type)
+        if steps is None:
+            return None
+        if steps:
+            bases.append(steps)
+            element_types |= _result_types(steps, resource_type)
+    if not bases:
+        return None
+    parts: list[_Part] = []
+    for component in components:
+        converters = _CONVERTERS.get(component.type)
+        if converters is None or not component.expression:
+            return None
+        by_type: dict[str, list[list[_Step]]] = {}
+        for element_type in element_types:
+            operands = []
+            value_types: set[str] = set()
+            for part in split_union(_normalize(component.expression, element_type)):
+                steps = _compile_part(_unwrap(part), element_type)
+                if steps is None:
+                    return None
+                if steps:
+                    operands.append(steps)
+                    value_types |= _result_types(steps, element_type)
+            if value_types.isdisjoint(converters):
+                return None
+            by_type[element_type] = operands
+        parts.append(
+            _Part(
+                composite_code(param.code, len(parts)), _KIND[component.type], converters, by_type
+            )
+        )
+    return _Composite(resource_type, tuple(bases), tuple(parts))
+
+
+def _result_types(steps: list[_Step], start: str) -> set[str]:
+    """The type paths of what ``steps`` can yield from an item of type path ``start``."""
+    types = {start}
+    for step in steps:
+        if isinstance(step, _Member):
+            types = {child for t in types for _, _, child in step.keys.get(t, ())}
+        elif isinstance(step, _OfType):
+            types = set(step.allowed)
+    return types
 
 
 # --- references -----------------------------------------------------------------------------

@@ -1,6 +1,15 @@
 """Parse a FHIR search query (repeated keys = AND, commas = OR) into a typed SearchRequest.
 
 http://hl7.org/fhir/R4/search.html. Pure: no SQL here; ``sql.py`` builds predicates from the result.
+
+A key may chain through references (search.html#chaining: ``subject:Patient.name=smith``, to
+any depth up to MAX_CHAIN_DEPTH links) and reverse-chain (search.html#has:
+``_has:Observation:subject:code=x``, nested too); both parse into a Clause whose ``nested``
+clauses apply to the resources at the other end of the reference. Without ``:Type``, a chain
+applies to every target type of the reference that has the next parameter; target types whose
+clauses are the same are grouped, so ``Task?focus.name=x`` is one predicate, not one per type.
+Composite values (search.html#composite, ``code-value-quantity=loinc|8480-6$gt140``) parse into
+one typed value per component.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from decimal import Decimal
 from typing import TypeAlias
 
 from fhir_server.core.errors import InvalidRequest, Issue
+from fhir_server.search.extract import composite_indexable
 from fhir_server.search.registry import SearchParam, SearchRegistry
 from fhir_server.search.values import (
     InvalidValue,
@@ -22,7 +32,9 @@ from fhir_server.search.values import (
 )
 
 __all__ = [
+    "MAX_CHAIN_DEPTH",
     "Clause",
+    "CompositeValue",
     "DateValue",
     "InvalidSearch",
     "MissingValue",
@@ -54,7 +66,6 @@ _NOT_YET = frozenset(
         "_revinclude",
         "_contained",
         "_containedType",
-        "_has",
         "_text",
         "_content",
         "_list",
@@ -72,8 +83,14 @@ _MODIFIERS: dict[str, frozenset[str]] = {
     "quantity": frozenset({"missing"}),
     "uri": frozenset({"below", "above", "missing"}),
 }
-# Parameter types this server searches on; composite and special are later work.
+# Parameter types the CapabilityStatement lists (special is later work). Composites are searched
+# too, but only those whose components index on the fast path (extract.composite_indexable), so
+# they are left out of this list rather than listed wholesale.
 SUPPORTED_PARAM_TYPES = frozenset(_MODIFIERS)
+# Links (chained references and _has) in one key; more is refused as too complex.
+MAX_CHAIN_DEPTH = 4
+# Resource types one key may visit while its chains fan out over untyped references.
+_MAX_FAN_OUT = 2000
 _DIGITS = re.compile(r"[0-9]{1,9}")
 _TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]+$")
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -81,6 +98,14 @@ _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 class InvalidSearch(InvalidRequest):
     """A search the server cannot run as asked (unknown parameter, bad value, bad modifier)."""
+
+
+class _Unsupported(Exception):
+    """A parameter or modifier this server does not know: refused, or ignored when lenient."""
+
+
+class _TooComplex(InvalidSearch):
+    """A chain too deep or too wide: always refused, whatever one type of a fan-out says."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +170,13 @@ class MissingValue:
     missing: bool
 
 
+@dataclass(frozen=True, slots=True)
+class CompositeValue:
+    """One ``a$b`` value of a composite: per component, its parameter type and typed value."""
+
+    parts: tuple[tuple[str, Value], ...]
+
+
 Value: TypeAlias = (
     StringValue
     | TokenValue
@@ -154,6 +186,7 @@ Value: TypeAlias = (
     | ReferenceValue
     | UriValue
     | MissingValue
+    | CompositeValue
 )
 
 
@@ -161,7 +194,15 @@ Value: TypeAlias = (
 class Clause:
     """One query key: its values are ORed; clauses are ANDed.
 
-    ``kind`` is the parameter type, or "id" / "lastUpdated" for the columns of the resource table.
+    ``kind`` is the parameter type, or "id" / "lastUpdated" for the columns of the resource table,
+    or one of:
+
+    - "chain": ``param`` is a reference parameter; the resource matches when it refers to a
+      resource of one of the types of a ``nested`` entry that matches that entry's clause.
+    - "has": ``param`` is a reference parameter of another type (``param.resource_type``); the
+      resource matches when a resource of that type refers to it through ``param`` and matches
+      the one ``nested`` clause.
+    - "composite": ``values`` are CompositeValues (or one MissingValue).
     """
 
     code: str
@@ -169,6 +210,8 @@ class Clause:
     param: SearchParam | None
     modifier: str | None
     values: tuple[Value, ...]
+    # For "chain" and "has": (resource types, the clause that applies to them).
+    nested: tuple[tuple[tuple[str, ...], Clause], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +289,8 @@ def parse_search(
     cursor: str | None = None
     query: list[tuple[str, str]] = []
 
+    keys = _KeyParser(registry, base_url)
+
     def refuse(message: str) -> None:
         if not lenient:
             raise InvalidSearch(message, issues=(Issue("error", "not-supported", message),))
@@ -256,7 +301,7 @@ def parse_search(
             raise InvalidSearch("search parameters cannot contain NUL characters")
         if key not in {"_cursor", "_format", "_pretty"}:
             query.append((key, value))
-        name, _, modifier = key.partition(":")
+        name = key.partition(":")[0]
         if name in _RESULT_PARAMS:
             if name == "_count":
                 count = parse_count(value, max_count)
@@ -280,37 +325,10 @@ def parse_search(
         if name in _NOT_YET:
             refuse(f"the search parameter {name} is not supported yet")
             continue
-        if name == "_id":
-            if modifier:
-                refuse(f"the modifier :{modifier} is not supported on _id")
-                continue
-            ids = tuple(v for v in split_escaped(value, ",") if v)
-            if not ids:
-                raise InvalidSearch("_id has no value")
-            clauses.append(
-                Clause("_id", "id", None, None, tuple(TokenValue(None, _unescape(i)) for i in ids))
-            )
-            continue
-        if name == "_lastUpdated":
-            if modifier:
-                refuse(f"the modifier :{modifier} is not supported on _lastUpdated")
-                continue
-            values = tuple(_date_value(v, name) for v in split_escaped(value, ",") if v)
-            if not values:
-                raise InvalidSearch("_lastUpdated has no value")
-            clauses.append(Clause(name, "lastUpdated", None, None, values))
-            continue
-        param = params.get(name)
-        if param is None:
-            refuse(f"unknown search parameter {name!r} for {resource_type}")
-            continue
-        if param.type not in _MODIFIERS or not param.expression:
-            refuse(f"search parameters of type {param.type} ({name}) are not supported yet")
-            continue
-        if modifier and not _modifier_allowed(param, modifier):
-            refuse(f"the modifier :{modifier} is not supported on {name} ({param.type})")
-            continue
-        clauses.append(_parse_clause(param, modifier or None, value, base_url))
+        try:
+            clauses.append(keys.parse(resource_type, key, value))
+        except _Unsupported as exc:
+            refuse(str(exc))
     return SearchRequest(
         resource_type=resource_type,
         clauses=tuple(clauses),
@@ -323,6 +341,176 @@ def parse_search(
         ignored=tuple(ignored),
         query=tuple(query),
     )
+
+
+class _KeyParser:
+    """Parses one query key (with chains and _has to any allowed depth) and its value."""
+
+    def __init__(self, registry: SearchRegistry, base_url: str | None) -> None:
+        self.registry = registry
+        self.base_url = base_url
+        self.visited = 0
+
+    def parse(self, resource_type: str, key: str, value: str, depth: int = 0) -> Clause:
+        """The clause of ``key=value`` on ``resource_type``; _Unsupported or InvalidSearch."""
+        if depth == 0:
+            self.visited = 0
+        if key == "_has" or key.startswith("_has:"):
+            return self._has(resource_type, key, value, depth)
+        if "." in key:
+            return self._chain(resource_type, key, value, depth)
+        name, _, modifier = key.partition(":")
+        if name in _RESULT_PARAMS or name in _NOT_YET:
+            raise _Unsupported(f"the search parameter {name} cannot be used in a chain")
+        if name == "_id":
+            if modifier:
+                raise _Unsupported(f"the modifier :{modifier} is not supported on _id")
+            ids = tuple(v for v in split_escaped(value, ",") if v)
+            if not ids:
+                raise InvalidSearch("_id has no value")
+            return Clause(
+                "_id", "id", None, None, tuple(TokenValue(None, _unescape(i)) for i in ids)
+            )
+        if name == "_lastUpdated":
+            if modifier:
+                raise _Unsupported(f"the modifier :{modifier} is not supported on _lastUpdated")
+            values = tuple(_date_value(v, name) for v in split_escaped(value, ",") if v)
+            if not values:
+                raise InvalidSearch("_lastUpdated has no value")
+            return Clause(name, "lastUpdated", None, None, values)
+        param = self.registry.get(resource_type, name)
+        if param is None:
+            raise _Unsupported(f"unknown search parameter {name!r} for {resource_type}")
+        if param.type == "composite":
+            return self._composite(param, modifier or None, value)
+        if param.type not in _MODIFIERS or not param.expression:
+            raise _Unsupported(
+                f"search parameters of type {param.type} ({name}) are not supported yet"
+            )
+        if modifier and not _modifier_allowed(param, modifier):
+            raise _Unsupported(
+                f"the modifier :{modifier} is not supported on {name} ({param.type})"
+            )
+        return _parse_clause(param, modifier or None, value, self.base_url)
+
+    def _visit(self, depth: int) -> None:
+        if depth >= MAX_CHAIN_DEPTH:
+            raise _TooComplex(f"a search parameter may chain at most {MAX_CHAIN_DEPTH} references")
+        self.visited += 1
+        if self.visited > _MAX_FAN_OUT:
+            raise _TooComplex(
+                "the chain reaches too many resource types: name them with :Type"
+                " (subject:Patient.name)"
+            )
+
+    def _chain(self, resource_type: str, key: str, value: str, depth: int) -> Clause:
+        """``param[:Type].rest``: http://hl7.org/fhir/R4/search.html#chaining"""
+        head, _, rest = key.partition(".")
+        code, _, target = head.partition(":")
+        param = self.registry.get(resource_type, code)
+        if param is None:
+            raise _Unsupported(f"unknown search parameter {code!r} for {resource_type}")
+        if param.type != "reference" or not param.expression:
+            raise _Unsupported(
+                f"{code} is not a reference parameter of {resource_type}, so it cannot be chained"
+            )
+        if not rest:
+            raise InvalidSearch(f"the chain {key!r} names no parameter after '.'")
+        if target:
+            if not (_TYPE_NAME.fullmatch(target) and self.registry.for_type(target)) or (
+                param.targets and target not in param.targets
+            ):
+                raise InvalidSearch(f"{resource_type}.{code} cannot refer to a {target!r}")
+            types: tuple[str, ...] = (target,)
+        elif param.targets:
+            types = param.targets
+        else:
+            raise _Unsupported(
+                f"{resource_type}.{code} may refer to any type: name one, as {code}:Type.{rest}"
+            )
+        branches: list[tuple[str, Clause]] = []
+        failures: list[Exception] = []
+        for target_type in types:
+            self._visit(depth)
+            try:
+                branches.append((target_type, self.parse(target_type, rest, value, depth + 1)))
+            except _TooComplex:
+                raise
+            except (_Unsupported, InvalidSearch) as exc:
+                if len(types) == 1:
+                    raise
+                failures.append(exc)
+        if not branches:
+            invalid = [f for f in failures if isinstance(f, InvalidSearch)]
+            if invalid:
+                raise invalid[0]
+            raise _Unsupported(
+                f"no type {resource_type}.{code} can refer to ({', '.join(types)})"
+                f" has the search parameter {rest!r}"
+            )
+        return Clause(code, "chain", param, target or None, (), _group(branches))
+
+    def _has(self, resource_type: str, key: str, value: str, depth: int) -> Clause:
+        """``_has:Type:param:rest``: http://hl7.org/fhir/R4/search.html#has"""
+        parts = key.split(":")
+        if len(parts) < 4 or not all(parts[1:4]):
+            raise InvalidSearch("_has takes the form _has:Type:reference-parameter:parameter")
+        source, code, rest = parts[1], parts[2], ":".join(parts[3:])
+        if not (_TYPE_NAME.fullmatch(source) and self.registry.for_type(source)):
+            raise _Unsupported(f"_has names {source!r}, which is not a resource type")
+        param = self.registry.get(source, code)
+        if param is None:
+            raise _Unsupported(f"unknown search parameter {code!r} for {source} in _has")
+        if param.type != "reference" or not param.expression:
+            raise _Unsupported(f"_has needs a reference parameter; {source}.{code} is not one")
+        if param.targets and resource_type not in param.targets:
+            raise InvalidSearch(f"_has: {source}.{code} cannot refer to a {resource_type}")
+        self._visit(depth)
+        clause = self.parse(source, rest, value, depth + 1)
+        return Clause(code, "has", param, None, (), (((source,), clause),))
+
+    def _composite(self, param: SearchParam, modifier: str | None, text: str) -> Clause:
+        """``a$b``, components in the order of the definition: search.html#composite"""
+        components = self.registry.components(param)
+        if components is None or not composite_indexable(param, components):
+            raise _Unsupported(f"the composite search parameter {param.code} is not supported")
+        if modifier:
+            raise _Unsupported(
+                f"the modifier :{modifier} is not supported on {param.code} (composite)"
+            )
+        raw_values = [v for v in split_escaped(text, ",") if v != ""]
+        if not raw_values:
+            raise InvalidSearch(f"the search parameter {param.code} has no value")
+        values = []
+        for raw in raw_values:
+            parts = split_escaped(raw, "$")
+            if len(parts) != len(components) or not all(parts):
+                raise InvalidSearch(
+                    f"a value of {param.code} has {len(components)} parts separated by '$'"
+                )
+            values.append(
+                CompositeValue(
+                    tuple(
+                        (c.type, _parse_value(c, None, part, self.base_url))
+                        for c, part in zip(components, parts, strict=True)
+                    )
+                )
+            )
+        return Clause(param.code, "composite", param, None, tuple(values))
+
+
+def _group(branches: list[tuple[str, Clause]]) -> tuple[tuple[tuple[str, ...], Clause], ...]:
+    """Branches whose clauses differ only in their resource type, as one (types, clause)."""
+    groups: dict[object, tuple[list[str], Clause]] = {}
+    for resource_type, clause in branches:
+        groups.setdefault(_shape(clause), ([], clause))[0].append(resource_type)
+    return tuple((tuple(types), clause) for types, clause in groups.values())
+
+
+def _shape(clause: Clause) -> object:
+    """What the SQL of a clause depends on: everything but its parameters' resource types."""
+    nested = tuple((types, _shape(inner)) for types, inner in clause.nested)
+    return (clause.code, clause.kind, clause.modifier, clause.values, nested)
 
 
 def _modifier_allowed(param: SearchParam, modifier: str) -> bool:

@@ -194,6 +194,25 @@ class SearchRegistry:
                     return param
         return self._by_url.get(url)
 
+    def components(self, param: SearchParam) -> tuple[SearchParam, ...] | None:
+        """The parameters of a composite's components, in order, or None if one does not resolve.
+
+        Each is the component's own parameter (its type says how to read the value) with the
+        component's expression, which is relative to the element the composite's expression
+        selects (http://hl7.org/fhir/R4/searchparameter.html#SearchParameter.component).
+        """
+        if param.type != "composite" or not param.components:
+            return None
+        parts = []
+        for component in param.components:
+            found = self.by_url(component.definition, param.resource_type)
+            if found is None or found.type in {"composite", "special"}:
+                return None
+            parts.append(
+                replace(found, resource_type=param.resource_type, expression=component.expression)
+            )
+        return tuple(parts)
+
     def resource_types(self) -> frozenset[str]:
         """The resource types that have at least one type-specific parameter."""
         return frozenset(name for name, params in self._specific.items() if params)

@@ -1,8 +1,12 @@
 """Build one SQL statement, with bound parameters only, for a parsed search.
 
 Each clause becomes an EXISTS semi-join on its typed index table; values of one clause are ORed
-inside it, clauses are ANDed. Pages are keyset-based on the sort keys and the immutable ``rid``,
-so a page boundary never skips or repeats a match while others write.
+inside it, clauses are ANDed. A chained clause is a semi-join on ``idx_reference`` joined to the
+referenced ``resource`` row, with the rest of the chain applied to that row; ``_has`` is the
+same join the other way, from the references that point at the row. A composite joins the rows
+of its components on their element ordinal, so all components match one element. Pages are
+keyset-based on the sort keys and the immutable ``rid``, so a page boundary never skips or
+repeats a match while others write.
 http://hl7.org/fhir/R4/search.html
 
 The statement is written as text with named parameters (``%(p0)s``) rather than built as a
@@ -24,8 +28,10 @@ from typing import Any
 import orjson
 
 from fhir_server.core.errors import InvalidRequest
+from fhir_server.search.extract import composite_code
 from fhir_server.search.parse import (
     Clause,
+    CompositeValue,
     DateValue,
     MissingValue,
     NumberValue,
@@ -84,6 +90,16 @@ class Cursor:
     values: tuple[Any, ...]
     rid: int
     backwards: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """The resource row a clause applies to: a table alias with a ``rid`` (and ``id`` when it is
+    a ``resource`` row), the SQL of its resource type, and how deeply it is nested."""
+
+    alias: str
+    type_sql: str
+    depth: int = 0
 
 
 @dataclass
@@ -152,8 +168,9 @@ def decode_cursor(text: str, kinds: Sequence[str]) -> Cursor:
 
 def _matches(request: SearchRequest, p: _Params) -> str:
     """The WHERE condition on ``r`` (the resource table) for all clauses of the request."""
-    conditions = [f"r.resource_type = {p(request.resource_type)}", "NOT r.deleted"]
-    conditions.extend(_clause(request.resource_type, clause, p) for clause in request.clauses)
+    row = _Row("r", p(request.resource_type))
+    conditions = [f"r.resource_type = {row.type_sql}", "NOT r.deleted"]
+    conditions.extend(_clause(row, clause, p) for clause in request.clauses)
     return " AND ".join(conditions)
 
 
@@ -229,93 +246,188 @@ def _sort_expression(key: SortKey, p: _Params) -> str:
     )
 
 
-def _clause(resource_type: str, clause: Clause, p: _Params) -> str:
+def _clause(row: _Row, clause: Clause, p: _Params) -> str:
     if clause.kind == "id":
         ids = [v.code for v in clause.values if isinstance(v, TokenValue) and v.code]
-        return f"r.id = ANY({p(ids)})"
+        return f"{row.alias}.id = ANY({p(ids)})"
     if clause.kind == "lastUpdated":
+        updated = f"{row.alias}.last_updated"
         return (
             "("
             + " OR ".join(
-                _date_range("r.last_updated", "r.last_updated + interval '1 millisecond'", v, p)
+                _date_range(updated, f"{updated} + interval '1 millisecond'", v, p)
                 for v in clause.values
                 if isinstance(v, DateValue)
             )
             + ")"
         )
+    if clause.kind == "chain":
+        return _chain(row, clause, p)
+    if clause.kind == "has":
+        return _has(row, clause, p)
+    if clause.kind == "composite":
+        return _composite(row, clause, p)
     rows = (
-        f"SELECT 1 FROM {_TABLES[clause.kind]} i WHERE i.resource_type = {p(resource_type)}"
-        f" AND i.rid = r.rid AND i.param = {p(clause.code)}"
+        f"SELECT 1 FROM {_TABLES[clause.kind]} i WHERE i.resource_type = {row.type_sql}"
+        f" AND i.rid = {row.alias}.rid AND i.param = {p(clause.code)}"
     )
     first = clause.values[0]
     if isinstance(first, MissingValue):
         return f"NOT EXISTS ({rows})" if first.missing else f"EXISTS ({rows})"
     build = _BUILDERS[clause.kind]
-    condition = " OR ".join(f"({build(clause, v, p)})" for v in clause.values)
+    condition = " OR ".join(f"({build(clause.modifier, v, p, 'i')})" for v in clause.values)
     if clause.modifier == "not":
         return f"NOT EXISTS ({rows} AND ({condition}))"
     return f"EXISTS ({rows} AND ({condition}))"
 
 
-def _string(clause: Clause, value: Any, p: _Params) -> str:
+def _needs_resource_row(clause: Clause) -> bool:
+    """Whether a clause reads the resource row itself, not only its ``rid``."""
+    return clause.kind in {"id", "lastUpdated", "has"}
+
+
+def _chain(row: _Row, clause: Clause, p: _Params) -> str:
+    """References of ``row`` through ``clause.code`` to a live local resource matching the rest.
+
+    Only relative references are followed (``url IS NULL``): an absolute URL names a resource on
+    another server. One EXISTS per group of target types; a group of one binds its type, which
+    lets the planner use the ``resource`` primary key and the typed index keys directly.
+    """
+    depth = row.depth + 1
+    ref, target = f"c{depth}", f"t{depth}"
+    code = p(clause.code)
+    alternatives = []
+    for types, inner in clause.nested:
+        if len(types) == 1:
+            target_row = _Row(target, p(types[0]), depth)
+            target_type = f"{ref}.target_type = {target_row.type_sql}"
+        else:
+            target_row = _Row(target, f"{target}.resource_type", depth)
+            target_type = f"{ref}.target_type = ANY({p(list(types))})"
+        alternatives.append(
+            f"EXISTS (SELECT 1 FROM idx_reference {ref} JOIN resource {target}"
+            f" ON {target}.resource_type = {ref}.target_type AND {target}.id = {ref}.target_id"
+            f" WHERE {ref}.resource_type = {row.type_sql} AND {ref}.rid = {row.alias}.rid"
+            f" AND {ref}.param = {code} AND {ref}.url IS NULL AND {target_type}"
+            f" AND NOT {target}.deleted AND {_clause(target_row, inner, p)})"
+        )
+    return alternatives[0] if len(alternatives) == 1 else "(" + " OR ".join(alternatives) + ")"
+
+
+def _has(row: _Row, clause: Clause, p: _Params) -> str:
+    """Resources of another type that refer to ``row`` through ``clause.code`` and match the rest.
+
+    A deleted resource has no index rows (the repository drops them on delete), so a reference
+    row stands for a live source; the source's ``resource`` row is joined only when the rest
+    reads it (``_id``, ``_lastUpdated``, a nested ``_has``).
+    """
+    depth = row.depth + 1
+    ((source_type,), inner), *_ = clause.nested
+    ref = f"h{depth}"
+    source_row = _Row(ref, p(source_type), depth)
+    join = ""
+    if _needs_resource_row(inner):
+        source = f"s{depth}"
+        source_row = _Row(source, source_row.type_sql, depth)
+        join = (
+            f" JOIN resource {source} ON {source}.resource_type = {ref}.resource_type"
+            f" AND {source}.rid = {ref}.rid AND NOT {source}.deleted"
+        )
+    return (
+        f"EXISTS (SELECT 1 FROM idx_reference {ref}{join}"
+        f" WHERE {ref}.resource_type = {source_row.type_sql} AND {ref}.param = {p(clause.code)}"
+        f" AND {ref}.target_id = {row.alias}.id AND {ref}.target_type = {row.type_sql}"
+        f" AND {ref}.url IS NULL AND {_clause(source_row, inner, p)})"
+    )
+
+
+def _composite(row: _Row, clause: Clause, p: _Params) -> str:
+    """Rows of every component under one element ordinal, each matching its part of a value."""
+    values = [v for v in clause.values if isinstance(v, CompositeValue)]
+    kinds = [kind for kind, _ in values[0].parts]
+    aliases = ["i", *(f"j{n}" for n in range(1, len(kinds)))]
+    joins = "".join(
+        f" JOIN {_TABLES[kind]} {alias} ON {alias}.resource_type = i.resource_type"
+        f" AND {alias}.rid = i.rid AND {alias}.param = {p(composite_code(clause.code, n))}"
+        f" AND {alias}.ord = i.ord"
+        for n, (kind, alias) in enumerate(zip(kinds, aliases, strict=True))
+        if n > 0
+    )
+    condition = " OR ".join(
+        "("
+        + " AND ".join(
+            f"({_BUILDERS[kind](None, part, p, alias)})"
+            for (kind, part), alias in zip(value.parts, aliases, strict=True)
+        )
+        + ")"
+        for value in values
+    )
+    return (
+        f"EXISTS (SELECT 1 FROM {_TABLES[kinds[0]]} i{joins}"
+        f" WHERE i.resource_type = {row.type_sql} AND i.rid = {row.alias}.rid"
+        f" AND i.param = {p(composite_code(clause.code, 0))} AND ({condition}))"
+    )
+
+
+def _string(modifier: str | None, value: Any, p: _Params, a: str) -> str:
     assert isinstance(value, StringValue)
-    if clause.modifier == "exact":
-        return f"i.value = {p(value.raw)}"
-    if clause.modifier == "contains":
-        return f"i.norm LIKE {p('%' + _like_escape(value.norm) + '%')}{_ESCAPE}"
-    return f"i.norm LIKE {p(_like_escape(value.norm) + '%')}{_ESCAPE}"
+    if modifier == "exact":
+        return f"{a}.value = {p(value.raw)}"
+    if modifier == "contains":
+        return f"{a}.norm LIKE {p('%' + _like_escape(value.norm) + '%')}{_ESCAPE}"
+    return f"{a}.norm LIKE {p(_like_escape(value.norm) + '%')}{_ESCAPE}"
 
 
-def _token(clause: Clause, value: Any, p: _Params) -> str:
+def _token(modifier: str | None, value: Any, p: _Params, a: str) -> str:
     assert isinstance(value, TokenValue)
     if value.text is not None:
-        return f"i.text LIKE {p(_like_escape(value.text) + '%')}{_ESCAPE}"
+        return f"{a}.text LIKE {p(_like_escape(value.text) + '%')}{_ESCAPE}"
     parts = []
     if value.code is not None:
-        parts.append(f"i.code = {p(value.code)}")
+        parts.append(f"{a}.code = {p(value.code)}")
     if value.system == "":
-        parts.append("i.system IS NULL")
+        parts.append(f"{a}.system IS NULL")
     elif value.system is not None:
-        parts.append(f"i.system = {p(value.system)}")
-    if clause.modifier == "of-type":
+        parts.append(f"{a}.system = {p(value.system)}")
+    if modifier == "of-type":
         if value.type_system is not None:
-            parts.append(f"i.type_system = {p(value.type_system)}")
+            parts.append(f"{a}.type_system = {p(value.type_system)}")
         if value.type_code is not None:
-            parts.append(f"i.type_code = {p(value.type_code)}")
+            parts.append(f"{a}.type_code = {p(value.type_code)}")
     return " AND ".join(parts) or "TRUE"
 
 
-def _reference(clause: Clause, value: Any, p: _Params) -> str:
+def _reference(modifier: str | None, value: Any, p: _Params, a: str) -> str:
     assert isinstance(value, ReferenceValue)
-    if clause.modifier == "identifier":
-        parts = ["i.identifier_value IS NOT NULL"]
+    if modifier == "identifier":
+        parts = [f"{a}.identifier_value IS NOT NULL"]
         if value.identifier_value is not None:
-            parts.append(f"i.identifier_value = {p(value.identifier_value)}")
+            parts.append(f"{a}.identifier_value = {p(value.identifier_value)}")
         if value.identifier_system is not None:
-            parts.append(f"i.identifier_system = {p(value.identifier_system)}")
+            parts.append(f"{a}.identifier_system = {p(value.identifier_system)}")
         return " AND ".join(parts)
     if value.url is not None:
-        return f"i.url = {p(value.url)}"
+        return f"{a}.url = {p(value.url)}"
     # A relative reference: rows of absolute references to other servers carry a url too.
-    parts = [f"i.target_id = {p(value.id)}", "i.url IS NULL"]
+    parts = [f"{a}.target_id = {p(value.id)}", f"{a}.url IS NULL"]
     if value.type is not None:
-        parts.append(f"i.target_type = {p(value.type)}")
+        parts.append(f"{a}.target_type = {p(value.type)}")
     return " AND ".join(parts)
 
 
-def _uri(clause: Clause, value: Any, p: _Params) -> str:
+def _uri(modifier: str | None, value: Any, p: _Params, a: str) -> str:
     assert isinstance(value, UriValue)
-    if clause.modifier == "below":
-        return f"i.value LIKE {p(_like_escape(value.value) + '%')}{_ESCAPE}"
-    if clause.modifier == "above":
+    if modifier == "below":
+        return f"{a}.value LIKE {p(_like_escape(value.value) + '%')}{_ESCAPE}"
+    if modifier == "above":
         # The stored uri is a prefix of the one searched for.
-        return f"starts_with({p(value.value)}, i.value)"
-    return f"i.value = {p(value.value)}"
+        return f"starts_with({p(value.value)}, {a}.value)"
+    return f"{a}.value = {p(value.value)}"
 
 
-def _date(clause: Clause, value: Any, p: _Params) -> str:
+def _date(modifier: str | None, value: Any, p: _Params, a: str) -> str:
     assert isinstance(value, DateValue)
-    return _date_range("i.low", "i.high", value, p)
+    return _date_range(f"{a}.low", f"{a}.high", value, p)
 
 
 def _date_range(low: str, high: str, value: DateValue, p: _Params) -> str:
@@ -345,44 +457,44 @@ def _date_range(low: str, high: str, value: DateValue, p: _Params) -> str:
             return f"({low} < {p(ph + widen)} AND {high} > {p(pl - widen)})"
 
 
-def _number(clause: Clause, value: Any, p: _Params) -> str:
+def _number(modifier: str | None, value: Any, p: _Params, a: str) -> str:
     assert isinstance(value, NumberValue | QuantityValue)
     match value.prefix:
         case "eq":
-            return f"(i.value >= {p(value.low)} AND i.value < {p(value.high)})"
+            return f"({a}.value >= {p(value.low)} AND {a}.value < {p(value.high)})"
         case "ne":
-            return f"(i.value < {p(value.low)} OR i.value >= {p(value.high)})"
+            return f"({a}.value < {p(value.low)} OR {a}.value >= {p(value.high)})"
         case "gt" | "sa":
-            return f"i.value > {p(value.value)}"
+            return f"{a}.value > {p(value.value)}"
         case "lt" | "eb":
-            return f"i.value < {p(value.value)}"
+            return f"{a}.value < {p(value.value)}"
         case "ge":
-            return f"i.value >= {p(value.value)}"
+            return f"{a}.value >= {p(value.value)}"
         case "le":
-            return f"i.value <= {p(value.value)}"
+            return f"{a}.value <= {p(value.value)}"
         case _:  # ap: within 10% of the value
             margin = abs(value.value) / 10
-            return (
-                f"(i.value >= {p(value.value - margin)} AND i.value <= {p(value.value + margin)})"
-            )
+            low, high = p(value.value - margin), p(value.value + margin)
+            return f"({a}.value >= {low} AND {a}.value <= {high})"
 
 
-def _quantity(clause: Clause, value: Any, p: _Params) -> str:
+def _quantity(modifier: str | None, value: Any, p: _Params, a: str) -> str:
     assert isinstance(value, QuantityValue)
-    parts = [_number(clause, value, p)]
+    parts = [_number(modifier, value, p, a)]
     if value.code is not None:
         if value.system is None:
             # Without a system, the code may match a coded unit or the human-readable unit.
             code = p(value.code)
-            parts.append(f"(i.code = {code} OR (i.code IS NULL AND i.unit = {code}))")
+            parts.append(f"({a}.code = {code} OR ({a}.code IS NULL AND {a}.unit = {code}))")
         else:
-            parts.append(f"i.code = {p(value.code)}")
+            parts.append(f"{a}.code = {p(value.code)}")
     if value.system is not None:
-        parts.append(f"i.system = {p(value.system)}")
+        parts.append(f"{a}.system = {p(value.system)}")
     return " AND ".join(parts)
 
 
-_BUILDERS: dict[str, Callable[[Clause, Any, _Params], str]] = {
+# One predicate builder per parameter type: (modifier, value, params, index-row alias) -> SQL.
+_BUILDERS: dict[str, Callable[[str | None, Any, _Params, str], str]] = {
     "string": _string,
     "token": _token,
     "reference": _reference,

@@ -117,7 +117,9 @@ class Indexer:
         extractor = self._extractors.get(resource_type)
         if extractor is None:
             params = self.registry.for_type(resource_type).values()
-            extractor = self._extractors[resource_type] = IndexExtractor(params)
+            extractor = self._extractors[resource_type] = IndexExtractor(
+                params, registry=self.registry
+            )
         return extractor.extract(body)
 
     def compartment_params(self, resource_type: str) -> Sequence[str]:
@@ -177,16 +179,17 @@ _CURRENT = (
 )
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 # Index field of ResourceIndex -> (table, value columns after resource_type, rid, param).
+# ``ord`` ties the rows of one composite element together (search/extract.py).
 INDEX_LAYOUT = {
-    "strings": ("idx_string", ("norm", "value")),
-    "tokens": ("idx_token", ("system", "code", "text", "type_system", "type_code")),
-    "dates": ("idx_date", ("low", "high")),
-    "numbers": ("idx_number", ("value", "low", "high")),
-    "quantities": ("idx_quantity", ("system", "code", "unit", "value", "low", "high")),
-    "uris": ("idx_uri", ("value",)),
+    "strings": ("idx_string", ("norm", "value", "ord")),
+    "tokens": ("idx_token", ("system", "code", "text", "type_system", "type_code", "ord")),
+    "dates": ("idx_date", ("low", "high", "ord")),
+    "numbers": ("idx_number", ("value", "low", "high", "ord")),
+    "quantities": ("idx_quantity", ("system", "code", "unit", "value", "low", "high", "ord")),
+    "uris": ("idx_uri", ("value", "ord")),
     "references": (
         "idx_reference",
-        ("target_type", "target_id", "url", "identifier_system", "identifier_value"),
+        ("target_type", "target_id", "url", "identifier_system", "identifier_value", "ord"),
     ),
 }
 # Longest text kept in a btree-indexed column: PostgreSQL refuses index rows over ~2.7 kB.
@@ -226,6 +229,8 @@ _TIMESTAMP = {("idx_date", "low"), ("idx_date", "high")}
 
 
 def _cast(table: str, column: str) -> str:
+    if column == "ord":
+        return "::integer"
     if (table, column) in _NUMERIC:
         return "::numeric"
     if (table, column) in _TIMESTAMP:

@@ -170,7 +170,8 @@ async def test_errors_are_operation_outcomes(client: httpx.AsyncClient) -> None:
         (await client.get("/Spaceship/1"), 404, "not-found"),
         (await client.get("/Patient/nope"), 404, "not-found"),
         (await client.get("/Patient/bad$id"), 400, "invalid"),
-        (await client.patch("/Patient/1", content=b"[]"), 405, "not-supported"),
+        (await client.request("TRACE", "/Patient/1"), 405, "not-supported"),
+        (await client.patch("/Patient/1", content=b"[]"), 400, "invalid"),
         (await client.put("/Patient/x", json={**PATIENT, "id": "y"}), 400, "invalid"),
         (
             await client.post(
