@@ -469,8 +469,7 @@ async def _execute(context: _Context, repo: Repository, entry: _Entry) -> _Resul
             return _written(context, outcome.resource, outcome.created)
         if entry.matched:
             return _written(context, await repo.read(resource_type, entry.target_id), False)
-        body = {**entry.resource, "id": entry.target_id}
-        outcome = await repo.update(resource_type, entry.target_id, body)
+        outcome = await repo.create(resource_type, dict(entry.resource), id=entry.target_id)
         return _written(context, outcome.resource, True)
     if entry.method == "PUT":
         assert entry.resource is not None

@@ -20,7 +20,6 @@ from starlette.routing import Route
 from fhir_server.api.formats import output_format, read_body, render_bytes, render_resource
 from fhir_server.api.state import AppState
 from fhir_server.core.errors import (
-    Conflict,
     InvalidRequest,
     Issue,
     MethodNotAllowed,
@@ -440,26 +439,21 @@ async def patch_resource(
 ) -> WriteOutcome:
     """Apply ``change`` to the current version and store the result as the next one.
 
-    Optimistic: the update names the version the change was applied to, so a write that lands
-    in between is never lost; the patch is then applied again to the newer version.
+    Runs inside the caller's transaction, holding the resource's write lock from the read to
+    the update, so no other write lands in between and none is lost.
     """
-    for _ in range(5):
-        current = await repo.read(resource_type, id)
-        if if_match is not None and if_match != current.version_id:
-            raise PreconditionFailed(
-                f"version conflict: {resource_type}/{id} is at version {current.version_id}, "
-                f"not {if_match}"
-            )
-        assert current.body is not None
-        patched = change(orjson.loads(current.body))
-        if patched.get("resourceType") != resource_type or patched.get("id") != id:
-            raise UnprocessableEntity("a patch may not change the resource type or id")
-        try:
-            return await repo.update(resource_type, id, patched, if_match=current.version_id)
-        except PreconditionFailed:
-            if if_match is not None:
-                raise
-    raise Conflict(f"{resource_type}/{id} kept changing while the patch was applied; retry")
+    await repo.lock_resource(resource_type, id)
+    current = await repo.read(resource_type, id)
+    if if_match is not None and if_match != current.version_id:
+        raise PreconditionFailed(
+            f"version conflict: {resource_type}/{id} is at version {current.version_id}, "
+            f"not {if_match}"
+        )
+    assert current.body is not None
+    patched = change(orjson.loads(current.body))
+    if patched.get("resourceType") != resource_type or patched.get("id") != id:
+        raise UnprocessableEntity("a patch may not change the resource type or id")
+    return await repo.update(resource_type, id, patched, if_match=current.version_id)
 
 
 async def delete(request: Request) -> Response:

@@ -518,10 +518,13 @@ class Repository:
         body: dict[str, Any],
         *,
         if_none_exist: SearchRequest | None = None,
+        id: str | None = None,
     ) -> WriteOutcome:
         """http://hl7.org/fhir/R4/http.html#create (and conditional create).
 
         Without ``if_none_exist`` this is a single statement, atomic without a transaction.
+        ``id`` is a new id the server chose beforehand (a transaction gives ids to the resources
+        it creates before writing any, to rewrite references); it must be fresh, like a UUID.
         """
         check_resource(resource_type, body)
         if if_none_exist is not None:
@@ -531,7 +534,7 @@ class Repository:
                 raise MultipleMatches("the If-None-Exist criteria match more than one resource")
             if found:
                 return WriteOutcome(await self.read(resource_type, found[0]), created=False)
-        return await self._insert(resource_type, str(uuid.uuid4()), body)
+        return await self._insert(resource_type, id or str(uuid.uuid4()), body)
 
     async def update(
         self,
@@ -667,6 +670,14 @@ class Repository:
         if not found:
             return None
         return await self.delete(criteria.resource_type, found[0], if_match=if_match)
+
+    async def lock_resource(self, resource_type: str, id: str) -> None:
+        """Hold off other writes of ``resource_type/id`` until this transaction ends.
+
+        The lock every write of the resource takes: a read-modify-write such as PATCH takes it
+        before reading, so no write can land between its read and its update.
+        """
+        await self._lock(f"{resource_type}/{id}")
 
     async def _lock(self, key: str) -> None:
         await self.conn.execute(_LOCK, (key,))
