@@ -36,6 +36,7 @@ from fhir_server.search.include import Include, InvalidInclude, parse_includes, 
 from fhir_server.search.parse import InvalidSearch, SearchRequest, parse_count, parse_search
 from fhir_server.search.sql import Cursor, encode_cursor
 from fhir_server.search.values import InvalidValue, parse_date_range
+from fhir_server.storage.compartment import CompartmentPage, compartment_page
 from fhir_server.storage.includes import Included, fetch_included
 from fhir_server.storage.repository import (
     HistoryPage,
@@ -456,6 +457,109 @@ async def patch_resource(
     return await repo.update(resource_type, id, patched, if_match=current.version_id)
 
 
+async def everything(request: Request) -> Response:
+    """http://hl7.org/fhir/R4/patient-operation-everything.html, for one Patient or all.
+
+    The Patient's compartment (the Patient first), then what those resources refer to outside
+    it (organizations, practitioners, locations) as included resources. ``_since``, ``_type``
+    and ``_count`` with paging; ``start`` and ``end`` (care dates) are refused.
+    """
+    id = request.path_params.get("id")
+    if id is not None:
+        id = _path_id(request)
+    params = request.query_params
+    for name in params:
+        if name not in {"_since", "_type", "_count", "_cursor", "_format", "_pretty"}:
+            raise InvalidRequest(f"$everything does not support the parameter {name}")
+    state = _state(request)
+    types = [t.strip() for t in params.get("_type", "").split(",") if t.strip()]
+    unknown = [t for t in types if t not in state.resource_types]
+    if unknown:
+        raise InvalidRequest(f"_type names no resource type this server knows: {unknown[0]!r}")
+    count_text = params.get("_count")
+    count = (
+        parse_count(count_text, state.settings.max_count)
+        if count_text is not None
+        else state.settings.default_count
+    )
+    since = _parse_instant(params["_since"], "_since") if "_since" in params else None
+    async with _autocommit(request) as repo:
+        if id is not None:
+            await repo.read("Patient", id)  # 404 or 410 for a Patient that is not here
+        async with repo.conn.transaction():
+            await repo.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            page = await compartment_page(
+                repo.conn,
+                id,
+                types=types,
+                since=since,
+                count=count,
+                cursor=params.get("_cursor"),
+            )
+            referenced = _referenced(state, page.resources)
+            included = await fetch_included(
+                repo.conn, referenced, page.resources, state.settings.max_count
+            )
+    return render_bytes(request, _everything_bundle(request, id, page, included))
+
+
+def _referenced(state: AppState, resources: tuple[StoredResource, ...]) -> tuple[Include, ...]:
+    """Includes of every reference of the types on the page."""
+    includes = []
+    for resource_type in sorted({r.resource_type for r in resources}):
+        codes = tuple(
+            code
+            for code, param in state.registry.for_type(resource_type).items()
+            if param.type == "reference" and param.expression
+        )
+        if codes:
+            includes.append(Include(resource_type, codes, None, False, False, f"{resource_type}:*"))
+    return tuple(includes)
+
+
+def _everything_bundle(
+    request: Request, id: str | None, page: CompartmentPage, included: Included
+) -> bytes:
+    base = _base(request)
+    path = f"{base}/Patient/{id}/$everything" if id is not None else f"{base}/Patient/$everything"
+    links = [{"relation": "self", "url": str(request.url)}]
+    if page.next_cursor is not None:
+        kept = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
+        links.append(
+            {
+                "relation": "next",
+                "url": f"{path}?" + urlencode([*kept, ("_cursor", page.next_cursor)]),
+            }
+        )
+    head = orjson.dumps(
+        {
+            "resourceType": "Bundle",
+            "meta": {"lastUpdated": format_instant(datetime.now(UTC))},
+            "type": "searchset",
+            "link": links,
+        }
+    )
+    entries = [
+        b'{"fullUrl":'
+        + orjson.dumps(f"{base}/{stored.resource_type}/{stored.id}")
+        + b',"resource":'
+        + (stored.body or b"{}")
+        + (b',"search":{"mode":"%s"}}' % mode)
+        for resources, mode in ((page.resources, b"match"), (included.resources, b"include"))
+        for stored in resources
+    ]
+    if included.warnings:
+        from fhir_server.api.errors import operation_outcome
+
+        outcome = operation_outcome(
+            tuple(Issue("warning", "too-costly", message) for message in included.warnings)
+        )
+        entries.append(b'{"resource":' + orjson.dumps(outcome) + b',"search":{"mode":"outcome"}}')
+    if not entries:
+        return head
+    return head[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+
+
 async def delete(request: Request) -> Response:
     """http://hl7.org/fhir/R4/http.html#delete"""
     resource_type, id = _path_type(request), _path_id(request)
@@ -470,6 +574,8 @@ routes = [
     Route("/metadata", capabilities, methods=["GET"]),
     Route("/_history", history_system, methods=["GET"]),
     Route("/{resource_type}/_history", history_type, methods=["GET"]),
+    Route("/Patient/$everything", everything, methods=["GET"]),
+    Route("/Patient/{id}/$everything", everything, methods=["GET"]),
     Route("/{resource_type}/_search", search_post, methods=["POST"]),
     Route("/{resource_type}/{id}/_history/{version_id}", vread, methods=["GET"]),
     Route("/{resource_type}/{id}/_history", history_instance, methods=["GET"]),

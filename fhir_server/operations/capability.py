@@ -26,6 +26,18 @@ _INTERACTIONS = [
 ]
 
 
+_OPERATIONS = {
+    "Patient": {
+        "operation": [
+            {
+                "name": "everything",
+                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+            }
+        ]
+    }
+}
+
+
 def build_capability_statement(
     registry: SearchRegistry, resource_types: Iterable[str], *, base_url: str | None, version: str
 ) -> dict[str, Any]:
@@ -79,6 +91,7 @@ def build_capability_statement(
                 ],
                 "searchRevInclude": reverse[resource_type],
                 "searchParam": params,
+                **_OPERATIONS.get(resource_type, {}),
             }
         )
     statement: dict[str, Any] = {
