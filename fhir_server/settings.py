@@ -24,3 +24,5 @@ class Settings(BaseSettings):
     max_count: int = 1000
     # Largest request body accepted, in bytes.
     max_body_bytes: int = 16 * 1024 * 1024
+    # Largest NDJSON body a POST /$import accepts, in bytes (larger loads: input URLs, or the CLI).
+    max_import_bytes: int = 1024 * 1024 * 1024

@@ -28,9 +28,12 @@ _TABLES = (
     "idx_quantity",
     "idx_uri",
     "idx_reference",
+    "idx_geo",
+    "idx_text",
     "compartment",
     "job",
     "job_input",
+    "job_output",
 )
 
 

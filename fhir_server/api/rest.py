@@ -147,7 +147,12 @@ def _search_items(request: Request) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.query_params.multi_items()]
 
 
-def _parse(request: Request, resource_type: str, items: list[tuple[str, str]]) -> SearchRequest:
+def _parse(
+    request: Request,
+    resource_type: str,
+    items: list[tuple[str, str]],
+    compartment: tuple[str, str] | None = None,
+) -> SearchRequest:
     state = _state(request)
     return parse_search(
         resource_type,
@@ -157,6 +162,7 @@ def _parse(request: Request, resource_type: str, items: list[tuple[str, str]]) -
         default_count=state.settings.default_count,
         max_count=state.settings.max_count,
         base_url=_base(request),
+        compartment=compartment,
     )
 
 
@@ -283,6 +289,45 @@ async def search_type(request: Request) -> Response:
     resource_type = _path_type(request)
     async with _autocommit(request) as repo:
         return await _search(request, repo, resource_type, _search_items(request))
+
+
+async def search_compartment(request: Request) -> Response:
+    """http://hl7.org/fhir/R4/http.html#vsearch in a compartment: ``GET /Patient/1/Observation``.
+
+    ``GET /Patient/1/*`` lists every resource in the compartment (``_count`` and paging only).
+    The Patient compartment is the one this server indexes.
+    """
+    compartment_type = request.path_params["compartment_type"]
+    if compartment_type not in _state(request).resource_types:
+        raise NotFound(f"{compartment_type!r} is not a resource type this server knows")
+    if compartment_type != "Patient":
+        raise InvalidRequest(f"only the Patient compartment is searchable, not {compartment_type}")
+    id = _path_id(request)
+    resource_type = request.path_params["resource_type"]
+    if resource_type == "*":
+        return await _whole_compartment(request, id)
+    if resource_type not in _state(request).resource_types:
+        raise NotFound(f"{resource_type!r} is not a resource type this server knows")
+    async with _autocommit(request) as repo:
+        return await _search(request, repo, resource_type, _search_items(request), ("Patient", id))
+
+
+async def _whole_compartment(request: Request, id: str) -> Response:
+    params = request.query_params
+    for name in params:
+        if name not in {"_count", "_cursor", "_format", "_pretty"}:
+            raise InvalidRequest(f"a search of every type in a compartment does not take {name}")
+    state = _state(request)
+    count_text = params.get("_count")
+    count = (
+        parse_count(count_text, state.settings.max_count)
+        if count_text is not None
+        else state.settings.default_count
+    )
+    async with _autocommit(request) as repo:
+        page = await compartment_page(repo.conn, id, count=count, cursor=params.get("_cursor"))
+    body = _everything_bundle(request, id, page, Included((), ()), f"Patient/{id}/*")
+    return render_bytes(request, body)
 
 
 async def create(request: Request) -> Response:
@@ -500,7 +545,8 @@ async def everything(request: Request) -> Response:
             included = await fetch_included(
                 repo.conn, referenced, page.resources, state.settings.max_count
             )
-    return render_bytes(request, _everything_bundle(request, id, page, included))
+    where = f"Patient/{id}/$everything" if id is not None else "Patient/$everything"
+    return render_bytes(request, _everything_bundle(request, id, page, included, where))
 
 
 def _referenced(state: AppState, resources: tuple[StoredResource, ...]) -> tuple[Include, ...]:
@@ -518,10 +564,10 @@ def _referenced(state: AppState, resources: tuple[StoredResource, ...]) -> tuple
 
 
 def _everything_bundle(
-    request: Request, id: str | None, page: CompartmentPage, included: Included
+    request: Request, id: str | None, page: CompartmentPage, included: Included, path: str
 ) -> bytes:
     base = _base(request)
-    path = f"{base}/Patient/{id}/$everything" if id is not None else f"{base}/Patient/$everything"
+    path = f"{base}/{path}"
     links = [{"relation": "self", "url": str(request.url)}]
     if page.next_cursor is not None:
         kept = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
@@ -579,6 +625,7 @@ routes = [
     Route("/{resource_type}/_search", search_post, methods=["POST"]),
     Route("/{resource_type}/{id}/_history/{version_id}", vread, methods=["GET"]),
     Route("/{resource_type}/{id}/_history", history_instance, methods=["GET"]),
+    Route("/{compartment_type}/{id}/{resource_type}", search_compartment, methods=["GET"]),
     Route("/{resource_type}/{id}", read, methods=["GET"]),
     Route("/{resource_type}/{id}", update, methods=["PUT"]),
     Route("/{resource_type}/{id}", delete, methods=["DELETE"]),
@@ -595,10 +642,14 @@ routes = [
 
 
 async def _search(
-    request: Request, repo: Repository, resource_type: str, items: list[tuple[str, str]]
+    request: Request,
+    repo: Repository,
+    resource_type: str,
+    items: list[tuple[str, str]],
+    compartment: tuple[str, str] | None = None,
 ) -> Response:
     include_items, items = split_includes(items)
-    search = _parse(request, resource_type, items)
+    search = _parse(request, resource_type, items, compartment)
     includes, warnings = _includes(request, resource_type, include_items)
     included = None
     if includes and search.summary != "count":
@@ -644,7 +695,10 @@ def _page_link(
     if cursor is not None:
         items.append(("_cursor", encode_cursor(cursor)))
     query = urlencode(items)
-    return f"{base}/{search.resource_type}" + (f"?{query}" if query else "")
+    path = search.resource_type
+    if search.compartment is not None:
+        path = "/".join((*search.compartment, search.resource_type))
+    return f"{base}/{path}" + (f"?{query}" if query else "")
 
 
 def searchset(

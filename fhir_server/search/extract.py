@@ -14,10 +14,14 @@ expression selects gives rows of the component types under ``code$0``, ``code$1`
 every component to match the same element. Only elements with a value for every component give
 rows. Component expressions are relative to the element and run on the fast path only: a
 composite whose expressions need fhirpathpy is not indexable (:func:`composite_indexable`).
+
+The special parameter ``near`` (expression ``Location.position``) gives one GeoRow per position.
+Full-text search (``_text``, ``_content``) reads the whole resource: :func:`extract_text`.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -46,7 +50,9 @@ __all__ = [
     "NORM_MAX",
     "RESOURCE_TYPES",
     "STRING_MAX",
+    "TEXT_MAX",
     "DateRow",
+    "GeoRow",
     "IndexExtractor",
     "NumberRow",
     "QuantityRow",
@@ -57,6 +63,7 @@ __all__ = [
     "UriRow",
     "composite_code",
     "composite_indexable",
+    "extract_text",
     "patient_compartment_ids",
 ]
 
@@ -121,6 +128,15 @@ class UriRow:
 
 
 @dataclass(frozen=True, slots=True)
+class GeoRow:
+    """A position (WGS84 degrees), for ``near``; Decimals as written, so no precision is lost."""
+
+    param: str
+    lat: Decimal
+    lon: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class ReferenceRow:
     param: str
     target_type: str | None
@@ -131,7 +147,9 @@ class ReferenceRow:
     ord: int | None = None
 
 
-Row: TypeAlias = StringRow | TokenRow | DateRow | NumberRow | QuantityRow | UriRow | ReferenceRow
+Row: TypeAlias = (
+    StringRow | TokenRow | DateRow | NumberRow | QuantityRow | UriRow | ReferenceRow | GeoRow
+)
 # Each row type's fields before ``ord``, for _with_ord (dataclasses.replace is slow).
 _ROW_FIELDS: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in fields(cls))[:-1]
@@ -150,6 +168,7 @@ class ResourceIndex:
     quantities: tuple[QuantityRow, ...] = ()
     uris: tuple[UriRow, ...] = ()
     references: tuple[ReferenceRow, ...] = ()
+    geo: tuple[GeoRow, ...] = ()
 
 
 _R4: dict[str, Any] = models["r4"]
@@ -222,7 +241,7 @@ class IndexExtractor:
 
     def extract(self, resource: Mapping[str, Any]) -> ResourceIndex:
         """Index rows of ``resource``; values that do not parse are skipped, never raised."""
-        buckets: tuple[dict[Any, None], ...] = tuple({} for _ in range(7))
+        buckets: tuple[dict[Any, None], ...] = tuple({} for _ in range(8))
         for compiled in self._by_type.get(resource.get("resourceType", ""), ()):
             if compiled.roots is not None and compiled.roots.isdisjoint(resource):
                 continue  # most parameters of a type look at elements this resource lacks
@@ -239,7 +258,7 @@ class IndexExtractor:
         for composite in self._composites.get(resource.get("resourceType", ""), ()):
             for kind, row in composite.rows(resource):
                 buckets[kind][row] = None
-        strings, tokens, dates, numbers, quantities, uris, references = buckets
+        strings, tokens, dates, numbers, quantities, uris, references, geo = buckets
         return ResourceIndex(
             strings=tuple(strings),
             tokens=tuple(tokens),
@@ -248,7 +267,43 @@ class IndexExtractor:
             quantities=tuple(quantities),
             uris=tuple(uris),
             references=tuple(references),
+            geo=tuple(geo),
         )
+
+
+# Longest narrative and content text indexed for full-text search: a tsvector holds at most
+# 1 MB, and past this a resource is a document, not a record.
+TEXT_MAX = 200_000
+_TAG = re.compile(r"<[^>]*>")
+# Strings that are not text: the narrative's XHTML (indexed as its text instead), base64 data
+# (Attachment.data, Binary.data) and the resource's own bookkeeping.
+_NOT_TEXT = frozenset({"div", "data", "resourceType", "id", "meta"})
+
+
+def extract_text(resource: Mapping[str, Any]) -> tuple[str, str]:
+    """The narrative as plain text, and every string of the resource: what ``_text`` and
+    ``_content`` search (http://hl7.org/fhir/R4/search.html#text).
+
+    The content includes the narrative's text; the resource's id and meta are left out. Each is
+    cut to TEXT_MAX characters.
+    """
+    narrative = ""
+    text = resource.get("text")
+    if isinstance(text, Mapping) and isinstance(text.get("div"), str):
+        narrative = " ".join(html.unescape(_TAG.sub(" ", text["div"])).split())[:TEXT_MAX]
+    parts = [narrative] if narrative else []
+    size = len(narrative)
+    stack: list[Any] = [v for k, v in resource.items() if k not in _NOT_TEXT]
+    while stack and size < TEXT_MAX:
+        value = stack.pop()
+        if isinstance(value, str):
+            parts.append(value)
+            size += len(value) + 1
+        elif isinstance(value, Mapping):
+            stack.extend(v for k, v in value.items() if k not in _NOT_TEXT)
+        elif isinstance(value, list):
+            stack.extend(value)
+    return narrative, " ".join(parts)[:TEXT_MAX]
 
 
 def patient_compartment_ids(
@@ -966,6 +1021,15 @@ def _decimal(value: Any) -> tuple[Decimal, Decimal, Decimal] | None:
     return number, low, high
 
 
+def _position_rows(code: str, value: Any) -> Iterator[GeoRow]:
+    """Location.position: latitude and longitude in decimal degrees, both required."""
+    if not isinstance(value, Mapping):
+        return
+    lat, lon = _decimal(value.get("latitude")), _decimal(value.get("longitude"))
+    if lat is not None and lon is not None and abs(lat[0]) <= 90 and abs(lon[0]) <= 180:
+        yield GeoRow(code, lat[0], lon[0])
+
+
 def _number_rows(code: str, value: Any) -> Iterator[NumberRow]:
     parsed = _decimal(value)
     if parsed is not None:
@@ -1056,6 +1120,7 @@ _CONVERTERS: dict[str, dict[str, Convert]] = {
         "Reference": _reference_rows,
         **dict.fromkeys(("canonical", "uri", "url"), _canonical_rows),
     },
+    "special": {"Location.position": _position_rows},
 }
 
 _KIND = {
@@ -1066,4 +1131,5 @@ _KIND = {
     "quantity": 4,
     "uri": 5,
     "reference": 6,
+    "special": 7,
 }

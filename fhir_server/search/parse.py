@@ -10,10 +10,15 @@ applies to every target type of the reference that has the next parameter; targe
 clauses are the same are grouped, so ``Task?focus.name=x`` is one predicate, not one per type.
 Composite values (search.html#composite, ``code-value-quantity=loinc|8480-6$gt140``) parse into
 one typed value per component.
+
+Special parameters: ``near`` (Location.position, location.html#search), ``_text`` and
+``_content`` (full text over the narrative and over every string of the resource,
+search.html#text) and ``_list`` (members of a List, search.html#list).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +43,7 @@ __all__ = [
     "DateValue",
     "InvalidSearch",
     "MissingValue",
+    "NearValue",
     "NumberValue",
     "QuantityValue",
     "ReferenceValue",
@@ -45,6 +51,7 @@ __all__ = [
     "SearchRequest",
     "SortKey",
     "StringValue",
+    "TextValue",
     "TokenValue",
     "UriValue",
     "parse_count",
@@ -64,16 +71,17 @@ _NOT_YET = frozenset(
     {
         "_include",
         "_revinclude",
-        "_contained",
-        "_containedType",
-        "_text",
-        "_content",
-        "_list",
         "_query",
         "_filter",
         "_type",
     }
 )
+# Search of contained resources (search.html#contained): refused, whatever the leniency says
+# about unknown parameters, since ignoring it would return the containers instead.
+_CONTAINED = frozenset({"_contained", "_containedType"})
+# Full-text parameters: on every resource type (search.html#text); a resource with no narrative
+# never matches _text.
+_FULL_TEXT = frozenset({"_text", "_content"})
 _MODIFIERS: dict[str, frozenset[str]] = {
     "string": frozenset({"exact", "contains", "missing"}),
     "token": frozenset({"not", "text", "missing", "of-type"}),
@@ -94,6 +102,10 @@ _MAX_FAN_OUT = 2000
 _DIGITS = re.compile(r"[0-9]{1,9}")
 _TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]+$")
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+# Kilometres per unit of a near distance: UCUM codes, and "mi" as clients write it.
+_DISTANCE_UNITS = {"km": 1.0, "m": 0.001, "[mi_i]": 1.609344, "mi": 1.609344}
+# How far is "near" when the client does not say (location.html#search leaves it to the server).
+NEAR_DEFAULT_KM = 50.0
 
 
 class InvalidSearch(InvalidRequest):
@@ -166,6 +178,22 @@ class UriValue:
 
 
 @dataclass(frozen=True, slots=True)
+class NearValue:
+    """A point (WGS84 degrees) and a great-circle distance from it in kilometres."""
+
+    latitude: float
+    longitude: float
+    distance_km: float
+
+
+@dataclass(frozen=True, slots=True)
+class TextValue:
+    """Words for a full-text search (``_text``, ``_content``), as the client typed them."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class MissingValue:
     missing: bool
 
@@ -187,6 +215,8 @@ Value: TypeAlias = (
     | UriValue
     | MissingValue
     | CompositeValue
+    | NearValue
+    | TextValue
 )
 
 
@@ -203,6 +233,9 @@ class Clause:
       resource matches when a resource of that type refers to it through ``param`` and matches
       the one ``nested`` clause.
     - "composite": ``values`` are CompositeValues (or one MissingValue).
+    - "near": ``values`` are NearValues; the resource has a position within one's distance.
+    - "text": ``code`` is ``_text`` or ``_content``, ``values`` are TextValues.
+    - "list": ``values`` are ReferenceValues of Lists; the resource is an item of one.
     """
 
     code: str
@@ -236,6 +269,8 @@ class SearchRequest:
     ignored: tuple[str, ...] = ()
     # The query as given, less paging, for building self/next links.
     query: tuple[tuple[str, str], ...] = field(default=())
+    # (compartment type, id): only members of that compartment match (search.html#compartment).
+    compartment: tuple[str, str] | None = None
 
 
 def split_escaped(text: str, separator: str) -> list[str]:
@@ -272,11 +307,15 @@ def parse_search(
     default_count: int = 20,
     max_count: int = 1000,
     base_url: str | None = None,
+    compartment: tuple[str, str] | None = None,
 ) -> SearchRequest:
     """Parse query items (in order, repeated keys kept) for a search on ``resource_type``.
 
     ``base_url`` is this server's base: a reference given as an absolute URL under it means
-    the same as the relative ``Type/id`` (search.html#reference).
+    the same as the relative ``Type/id`` (search.html#reference). ``compartment`` is the
+    (type, id) of a compartment search, ``GET /Patient/1/Observation?...`` giving
+    ``("Patient", "1")`` (http://hl7.org/fhir/R4/compartmentdefinition.html): only resources
+    in that compartment match.
     """
     params = registry.for_type(resource_type)
     clauses: list[Clause] = []
@@ -322,6 +361,12 @@ def parse_search(
             elif name == "_cursor":
                 cursor = value
             continue
+        if name in _CONTAINED:
+            raise InvalidSearch(
+                f"{name} is not supported: this server does not search inside contained"
+                " resources (http://hl7.org/fhir/R4/search.html#contained)",
+                issues=(Issue("error", "not-supported", f"{name} is not supported"),),
+            )
         if name in _NOT_YET:
             refuse(f"the search parameter {name} is not supported yet")
             continue
@@ -329,6 +374,10 @@ def parse_search(
             clauses.append(keys.parse(resource_type, key, value))
         except _Unsupported as exc:
             refuse(str(exc))
+    if any(key.kind == "near" for key in sort) and not any(
+        c.kind == "near" and c.code == "near" for c in clauses
+    ):
+        raise InvalidSearch("_sort=near needs a near parameter to measure the distance from")
     return SearchRequest(
         resource_type=resource_type,
         clauses=tuple(clauses),
@@ -340,6 +389,7 @@ def parse_search(
         cursor=cursor,
         ignored=tuple(ignored),
         query=tuple(query),
+        compartment=compartment,
     )
 
 
@@ -360,8 +410,18 @@ class _KeyParser:
         if "." in key:
             return self._chain(resource_type, key, value, depth)
         name, _, modifier = key.partition(":")
+        if name in _CONTAINED:
+            raise InvalidSearch(f"{name} is not supported (search.html#contained)")
         if name in _RESULT_PARAMS or name in _NOT_YET:
             raise _Unsupported(f"the search parameter {name} cannot be used in a chain")
+        if name in _FULL_TEXT:
+            if modifier:
+                raise _Unsupported(f"the modifier :{modifier} is not supported on {name}")
+            return _text_clause(name, value)
+        if name == "_list":
+            if modifier:
+                raise _Unsupported(f"the modifier :{modifier} is not supported on _list")
+            return _list_clause(value)
         if name == "_id":
             if modifier:
                 raise _Unsupported(f"the modifier :{modifier} is not supported on _id")
@@ -383,6 +443,10 @@ class _KeyParser:
             raise _Unsupported(f"unknown search parameter {name!r} for {resource_type}")
         if param.type == "composite":
             return self._composite(param, modifier or None, value)
+        if param.type == "special" and param.expression == "Location.position":
+            if modifier:
+                raise _Unsupported(f"the modifier :{modifier} is not supported on {name}")
+            return _near_clause(param, value)
         if param.type not in _MODIFIERS or not param.expression:
             raise _Unsupported(
                 f"search parameters of type {param.type} ({name}) are not supported yet"
@@ -543,6 +607,8 @@ def _parse_sort(value: str, params: Mapping[str, SearchParam]) -> tuple[SortKey,
             keys.append(SortKey(code, "id", None, descending))
         elif code == "_lastUpdated":
             keys.append(SortKey(code, "lastUpdated", None, descending))
+        elif (param := params.get(code)) is not None and param.expression == "Location.position":
+            keys.append(SortKey(code, "near", param, descending))
         else:
             param = params.get(code)
             if param is None or param.type not in _MODIFIERS:
@@ -668,3 +734,80 @@ def _quantity_value(param: SearchParam, text: str) -> QuantityValue:
     system = parts[1] or None if len(parts) == 3 else None
     code = parts[2] or None if len(parts) == 3 else None
     return QuantityValue(prefix, value, low, high, system, code)
+
+
+def _near_clause(param: SearchParam, text: str) -> Clause:
+    """``near=latitude|longitude|distance|units``: http://hl7.org/fhir/R4/location.html#search
+
+    Without a distance, near means within NEAR_DEFAULT_KM; without units, km. Distances are
+    great-circle (haversine) on a sphere of the Earth's mean radius, not on the WGS84 ellipsoid:
+    within 0.5%. Results keep the usual order (by rid) unless ``_sort=near`` asks for nearest
+    first (``-near``: farthest first), measured from the first near value.
+    """
+    values = []
+    for raw in split_escaped(text, ","):
+        if not raw:
+            continue
+        parts = [_unescape(p).strip() for p in split_escaped(raw, "|")]
+        if len(parts) < 2 or len(parts) > 4:
+            raise InvalidSearch(f"{param.code} takes latitude|longitude|distance|units")
+        latitude = _finite(parts[0], param.code, "latitude")
+        longitude = _finite(parts[1], param.code, "longitude")
+        if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+            raise InvalidSearch(f"{param.code}: latitude or longitude out of range")
+        distance = NEAR_DEFAULT_KM
+        if len(parts) >= 3 and parts[2]:
+            unit = parts[3] if len(parts) == 4 and parts[3] else "km"
+            factor = _DISTANCE_UNITS.get(unit)
+            if factor is None:
+                raise InvalidSearch(
+                    f"{param.code}: unknown distance unit {unit!r}"
+                    f" (use one of {', '.join(_DISTANCE_UNITS)})"
+                )
+            distance = _finite(parts[2], param.code, "distance") * factor
+            if distance < 0:
+                raise InvalidSearch(f"{param.code}: the distance cannot be negative")
+        values.append(NearValue(latitude, longitude, distance))
+    if not values:
+        raise InvalidSearch(f"the search parameter {param.code} has no value")
+    return Clause(param.code, "near", param, None, tuple(values))
+
+
+def _finite(text: str, code: str, what: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        raise InvalidSearch(f"{code}: {text!r} is not a {what}") from None
+    if not math.isfinite(number) or not re.fullmatch(r"[-+]?[0-9]+(\.[0-9]+)?", text):
+        raise InvalidSearch(f"{code}: {text!r} is not a {what}")
+    return number
+
+
+def _text_clause(code: str, text: str) -> Clause:
+    """``_text`` / ``_content``: words all of which must occur (``"a phrase"``, ``or``, ``-word``
+    as in web search engines); commas separate alternatives, as for any parameter."""
+    values = tuple(TextValue(_unescape(v)) for v in split_escaped(text, ",") if v.strip())
+    if not values:
+        raise InvalidSearch(f"the search parameter {code} has no value")
+    return Clause(code, "text", None, None, values)
+
+
+def _list_clause(text: str) -> Clause:
+    """``_list=id``: resources that are items of the List ``id`` (search.html#list).
+
+    Functional lists (``$current-problems`` and the like) need a definition of each list per
+    patient, which this server has not: they are refused.
+    """
+    values = []
+    for raw in split_escaped(text, ","):
+        if not raw:
+            continue
+        value = _unescape(raw).removeprefix("List/")
+        if value.startswith("$"):
+            raise _Unsupported(f"the functional list {value} is not supported in _list")
+        if not _ID.fullmatch(value):
+            raise InvalidSearch(f"_list: {value!r} is not the id of a List")
+        values.append(ReferenceValue("List", value))
+    if not values:
+        raise InvalidSearch("_list has no value")
+    return Clause("_list", "list", None, None, tuple(values))

@@ -19,6 +19,7 @@ The same statement text for the same shape of query lets psycopg prepare it once
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,12 +35,14 @@ from fhir_server.search.parse import (
     CompositeValue,
     DateValue,
     MissingValue,
+    NearValue,
     NumberValue,
     QuantityValue,
     ReferenceValue,
     SearchRequest,
     SortKey,
     StringValue,
+    TextValue,
     TokenValue,
     UriValue,
 )
@@ -73,6 +76,13 @@ _SORT_COLUMNS = {
     "reference": "target_id",
 }
 _ESCAPE = " ESCAPE '\\'"
+# The Earth's mean radius (IUGG), for great-circle distances.
+_EARTH_KM = 6371.0088
+# Full-text search configuration: 'simple' lower-cases words and neither stems them nor drops
+# stop words, so names, codes and words of any language match as typed ('english' would stem
+# "Dawning" to "dawn" and drop "no" or "a"). It is named in every query and in the writes, so
+# the server's default_text_search_config cannot change what matches.
+_TS_CONFIG = "'simple'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +139,7 @@ _KIND_TYPES: dict[str, tuple[type, ...]] = {
     "lastUpdated": (datetime,),
     "number": (Decimal,),
     "quantity": (Decimal,),
+    "near": (float,),
 }
 
 
@@ -147,6 +158,8 @@ def decode_cursor(text: str, kinds: Sequence[str]) -> Cursor:
                 raise ValueError("not finite")
             return number
         if v is None or (isinstance(v, str) and "\x00" not in v):
+            return v
+        if type(v) is float and math.isfinite(v):
             return v
         raise ValueError("bad value")
 
@@ -170,6 +183,13 @@ def _matches(request: SearchRequest, p: _Params) -> str:
     """The WHERE condition on ``r`` (the resource table) for all clauses of the request."""
     row = _Row("r", p(request.resource_type))
     conditions = [f"r.resource_type = {row.type_sql}", "NOT r.deleted"]
+    if request.compartment is not None:
+        kind, id = request.compartment
+        conditions.append(
+            "EXISTS (SELECT 1 FROM compartment c WHERE c.resource_type = r.resource_type"
+            f" AND c.rid = r.rid AND c.compartment_type = {p(kind)}"
+            f" AND c.compartment_id = {p(id)})"
+        )
     conditions.extend(_clause(row, clause, p) for clause in request.clauses)
     return " AND ".join(conditions)
 
@@ -189,7 +209,9 @@ def build_count(request: SearchRequest) -> Sql:
 def build_search(request: SearchRequest, cursor: Cursor | None) -> Sql:
     """Rows (rid, id, version_id, last_updated, body, sort values...) of one page plus one more."""
     p = _Params()
-    sorts = "".join(f", {_sort_expression(key, p)} AS s{i}" for i, key in enumerate(request.sort))
+    sorts = "".join(
+        f", {_sort_expression(request, key, p)} AS s{i}" for i, key in enumerate(request.sort)
+    )
     inner = (
         f"SELECT r.rid, r.id, r.version_id, r.last_updated, r.body{sorts}"
         f" FROM resource r WHERE {_matches(request, p)}"
@@ -230,7 +252,22 @@ def _after(keys: Sequence[tuple[str, bool, bool]], cursor: Cursor, p: _Params) -
     return "(" + " OR ".join(f"({a})" for a in alternatives) + ")"
 
 
-def _sort_expression(key: SortKey, p: _Params) -> str:
+def _sort_expression(request: SearchRequest, key: SortKey, p: _Params) -> str:
+    if key.kind == "near":
+        # From the first point of the near clause (parse_search makes sure there is one).
+        point = next(
+            v
+            for c in request.clauses
+            if c.kind == "near" and c.code == key.code
+            for v in c.values
+            if isinstance(v, NearValue)
+        )
+        aggregate = "max" if key.descending else "min"
+        return (
+            f"(SELECT {aggregate}({_distance('i', point, p)}) FROM idx_geo i"
+            f" WHERE i.resource_type = r.resource_type AND i.rid = r.rid"
+            f" AND i.param = {p(key.code)})"
+        )
     if key.kind == "id":
         return "r.id"
     if key.kind == "lastUpdated":
@@ -267,6 +304,12 @@ def _clause(row: _Row, clause: Clause, p: _Params) -> str:
         return _has(row, clause, p)
     if clause.kind == "composite":
         return _composite(row, clause, p)
+    if clause.kind == "near":
+        return _near(row, clause, p)
+    if clause.kind == "text":
+        return _text(row, clause, p)
+    if clause.kind == "list":
+        return _list(row, clause, p)
     rows = (
         f"SELECT 1 FROM {_TABLES[clause.kind]} i WHERE i.resource_type = {row.type_sql}"
         f" AND i.rid = {row.alias}.rid AND i.param = {p(clause.code)}"
@@ -283,7 +326,7 @@ def _clause(row: _Row, clause: Clause, p: _Params) -> str:
 
 def _needs_resource_row(clause: Clause) -> bool:
     """Whether a clause reads the resource row itself, not only its ``rid``."""
-    return clause.kind in {"id", "lastUpdated", "has"}
+    return clause.kind in {"id", "lastUpdated", "has", "list"}
 
 
 def _chain(row: _Row, clause: Clause, p: _Params) -> str:
@@ -366,6 +409,78 @@ def _composite(row: _Row, clause: Clause, p: _Params) -> str:
         f"EXISTS (SELECT 1 FROM {_TABLES[kinds[0]]} i{joins}"
         f" WHERE i.resource_type = {row.type_sql} AND i.rid = {row.alias}.rid"
         f" AND i.param = {p(composite_code(clause.code, 0))} AND ({condition}))"
+    )
+
+
+def _near(row: _Row, clause: Clause, p: _Params) -> str:
+    """A position within one value's distance: a bounding box the btree on (resource_type,
+    param, lat, lon) can range-scan, then the exact great-circle distance.
+
+    cube/earthdistance would give a GiST index, but earthdistance is not a trusted extension
+    (CREATE EXTENSION needs a superuser), and a hosted PostgreSQL may not allow it.
+    """
+    alternatives = []
+    for value in clause.values:
+        assert isinstance(value, NearValue)
+        box = [f"({_distance('i', value, p)}) <= {p(value.distance_km)}"]
+        degrees = math.degrees(value.distance_km / _EARTH_KM)
+        low, high = value.latitude - degrees - 1e-9, value.latitude + degrees + 1e-9
+        box.append(f"i.lat BETWEEN {p(max(low, -90.0))} AND {p(min(high, 90.0))}")
+        if -90 < low and high < 90:
+            # The circle's widest longitude span, with no pole inside it
+            # (http://janmatuschek.de/LatitudeLongitudeBoundingCoordinates).
+            ratio = math.sin(value.distance_km / _EARTH_KM) / math.cos(math.radians(value.latitude))
+            span = math.degrees(math.asin(min(1.0, ratio))) + 1e-9
+            west, east = value.longitude - span, value.longitude + span
+            if span >= 90:
+                pass  # a quarter of the globe: not worth a longitude condition
+            elif west < -180:
+                box.append(f"(i.lon >= {p(west + 360)} OR i.lon <= {p(east)})")
+            elif east > 180:
+                box.append(f"(i.lon >= {p(west)} OR i.lon <= {p(east - 360)})")
+            else:
+                box.append(f"i.lon BETWEEN {p(west)} AND {p(east)}")
+        alternatives.append("(" + " AND ".join(box) + ")")
+    return (
+        f"EXISTS (SELECT 1 FROM idx_geo i WHERE i.resource_type = {row.type_sql}"
+        f" AND i.rid = {row.alias}.rid AND i.param = {p(clause.code)}"
+        f" AND ({' OR '.join(alternatives)}))"
+    )
+
+
+def _distance(a: str, point: NearValue, p: _Params) -> str:
+    """Haversine distance in km from ``point`` to the row ``a``'s lat/lon."""
+    lat, lon = p(point.latitude), p(point.longitude)
+    return (
+        f"2 * {_EARTH_KM} * asin(least(1, sqrt("
+        f"power(sin(radians({a}.lat - {lat}) / 2), 2) + cos(radians({lat}))"
+        f" * cos(radians({a}.lat)) * power(sin(radians({a}.lon - {lon}) / 2), 2))))"
+    )
+
+
+def _text(row: _Row, clause: Clause, p: _Params) -> str:
+    """Full text: ``_text`` over the narrative, ``_content`` over every string of the resource."""
+    column = "narrative" if clause.code == "_text" else "content"
+    condition = " OR ".join(
+        f"i.{column} @@ websearch_to_tsquery({_TS_CONFIG}, {p(v.text)})"
+        for v in clause.values
+        if isinstance(v, TextValue)
+    )
+    return (
+        f"EXISTS (SELECT 1 FROM idx_text i WHERE i.resource_type = {row.type_sql}"
+        f" AND i.rid = {row.alias}.rid AND ({condition}))"
+    )
+
+
+def _list(row: _Row, clause: Clause, p: _Params) -> str:
+    """An item of one of the Lists: the List's ``item`` references (List.entry.item) to it."""
+    ids = [v.id for v in clause.values if isinstance(v, ReferenceValue)]
+    return (
+        "EXISTS (SELECT 1 FROM resource l JOIN idx_reference li"
+        " ON li.resource_type = l.resource_type AND li.rid = l.rid"
+        f" WHERE l.resource_type = 'List' AND l.id = ANY({p(ids)}) AND NOT l.deleted"
+        f" AND li.param = 'item' AND li.url IS NULL AND li.target_type = {row.type_sql}"
+        f" AND li.target_id = {row.alias}.id)"
     )
 
 

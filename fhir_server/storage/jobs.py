@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -125,6 +125,48 @@ class Jobs:
             "WHERE id = %s AND state = 'running'",
             (error, id),
         )
+
+    async def add_input(self, id: str, part: int, data: bytes) -> None:
+        await self.conn.execute(
+            "INSERT INTO job_input (job_id, part, data) VALUES (%s, %s, %s)", (id, part, data)
+        )
+
+    async def inputs(self, id: str) -> AsyncIterator[bytes]:
+        """The job's spooled input, part by part (one part in memory at a time)."""
+        parts = await (
+            await self.conn.execute(
+                "SELECT part FROM job_input WHERE job_id = %s ORDER BY part", (id,)
+            )
+        ).fetchall()
+        for (part,) in parts:
+            row = await (
+                await self.conn.execute(
+                    "SELECT data FROM job_input WHERE job_id = %s AND part = %s", (id, part)
+                )
+            ).fetchone()
+            yield bytes(row[0])
+
+    async def add_output(self, id: str, name: str, part: int, data: bytes) -> None:
+        await self.conn.execute(
+            "INSERT INTO job_output (job_id, name, part, data) VALUES (%s, %s, %s, %s)",
+            (id, name, part, data),
+        )
+
+    async def output(self, id: str, name: str) -> AsyncIterator[bytes]:
+        parts = await (
+            await self.conn.execute(
+                "SELECT part FROM job_output WHERE job_id = %s AND name = %s ORDER BY part",
+                (id, name),
+            )
+        ).fetchall()
+        for (part,) in parts:
+            row = await (
+                await self.conn.execute(
+                    "SELECT data FROM job_output WHERE job_id = %s AND name = %s AND part = %s",
+                    (id, name, part),
+                )
+            ).fetchone()
+            yield bytes(row[0])
 
     async def cancel(self, id: str) -> bool:
         """Cancel a job that has not finished; False if there is none to cancel."""

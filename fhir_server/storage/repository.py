@@ -30,7 +30,12 @@ from fhir_server.core.errors import (
     NotFound,
     PreconditionFailed,
 )
-from fhir_server.search.extract import IndexExtractor, ResourceIndex, patient_compartment_ids
+from fhir_server.search.extract import (
+    IndexExtractor,
+    ResourceIndex,
+    extract_text,
+    patient_compartment_ids,
+)
 from fhir_server.search.parse import SearchRequest
 from fhir_server.search.registry import SearchRegistry, load_patient_compartment
 from fhir_server.search.sql import (
@@ -191,6 +196,7 @@ INDEX_LAYOUT = {
         "idx_reference",
         ("target_type", "target_id", "url", "identifier_system", "identifier_value", "ord"),
     ),
+    "geo": ("idx_geo", ("lat", "lon")),
 }
 # Longest text kept in a btree-indexed column: PostgreSQL refuses index rows over ~2.7 kB.
 _INDEXED_TEXT_MAX = 1000
@@ -226,6 +232,7 @@ _NUMERIC = {("idx_number", c) for c in ("value", "low", "high")} | {
     ("idx_quantity", c) for c in ("value", "low", "high")
 }
 _TIMESTAMP = {("idx_date", "low"), ("idx_date", "high")}
+_DOUBLE = {("idx_geo", "lat"), ("idx_geo", "lon")}
 
 
 def _cast(table: str, column: str) -> str:
@@ -235,6 +242,8 @@ def _cast(table: str, column: str) -> str:
         return "::numeric"
     if (table, column) in _TIMESTAMP:
         return "::timestamptz"
+    if (table, column) in _DOUBLE:
+        return "::double precision"
     return ""
 
 
@@ -254,6 +263,13 @@ def _insert_index(rid: str, source: str) -> str:
             f" SELECT %(t)s, {rid}, x ->> 0, {values}"
             f" FROM {source}jsonb_array_elements(%(rows)s::jsonb -> '{field}') AS x)"
         )
+    # Full text (search.html#text): one row per resource, its words as 'simple' tsvectors
+    # (search/sql.py says why 'simple').
+    ctes.append(
+        "i_idx_text AS (INSERT INTO idx_text (resource_type, rid, narrative, content)"
+        f" SELECT %(t)s, {rid}, to_tsvector('simple', %(narrative)s),"
+        f" to_tsvector('simple', %(content)s){' FROM new' if source else ''})"
+    )
     ctes.append(
         "i_compartment AS (INSERT INTO compartment"
         " (resource_type, rid, compartment_type, compartment_id)"
@@ -299,18 +315,20 @@ _UPDATE = (
         f"d_{table} AS (DELETE FROM {table} WHERE resource_type = %(t)s AND rid = %(rid)s)"
         for table, _ in INDEX_LAYOUT.values()
     )
+    + ", d_idx_text AS (DELETE FROM idx_text WHERE resource_type = %(t)s AND rid = %(rid)s)"
     + ", d_compartment AS (DELETE FROM compartment WHERE resource_type = %(t)s"
     " AND rid = %(rid)s AND NOT compartment_id = ANY(%(patients)s::text[])), "
     + _insert_index("%(rid)s", "")
     + " SELECT 1"
 )
-# Every index row of a resource (on delete), all eight tables in one round trip.
+# Every index row of a resource (on delete), all tables in one round trip.
 _DROP_INDEX = (
     "WITH "
     + ", ".join(
         f"d{i} AS (DELETE FROM {table} WHERE resource_type = %(t)s AND rid = %(rid)s)"
         for i, (table, _) in enumerate(INDEX_LAYOUT.values())
     )
+    + ", d_text AS (DELETE FROM idx_text WHERE resource_type = %(t)s AND rid = %(rid)s)"
     + " DELETE FROM compartment WHERE resource_type = %(t)s AND rid = %(rid)s"
 )
 
@@ -713,7 +731,13 @@ class Repository:
         patients = patient_compartment_ids(
             resource_type, id, index.references, self.indexer.compartment_params(resource_type)
         )
-        return {"rows": orjson.dumps(rows).decode(), "patients": sorted(patients)}
+        narrative, content = extract_text(body)
+        return {
+            "rows": orjson.dumps(rows).decode(),
+            "patients": sorted(patients),
+            "narrative": narrative,
+            "content": content,
+        }
 
 
 def _json_value(value: Any) -> Any:

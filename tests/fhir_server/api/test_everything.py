@@ -114,3 +114,29 @@ async def test_everything_errors(client: httpx.AsyncClient) -> None:
     assert (await client.delete("/ServiceRequest/sr1")).status_code == 204
     assert (await client.delete("/Patient/p1")).status_code == 204
     assert (await client.get("/Patient/p1/$everything")).status_code == 410
+
+
+async def test_compartment_search(client: httpx.AsyncClient) -> None:
+    await _network(client)
+    await _resident(client, 1, screenings=5)
+    await _resident(client, 2, screenings=1)
+    bundle = (await client.get("/Patient/p1/Observation?code=88122-7")).json()
+    assert _ids(bundle, "match") == [f"Observation/obs-1-{s}" for s in range(5)]
+    assert (await client.get("/Patient/p2/ServiceRequest")).json()["entry"][0]["resource"][
+        "id"
+    ] == "sr2"
+    seen: list[str] = []
+    url: str | None = "/Patient/p1/Observation?_count=2"
+    while url:
+        page = (await client.get(url)).json()
+        seen += _ids(page, "match")
+        url = next((lk["url"] for lk in page["link"] if lk["relation"] == "next"), None)
+        assert url is None or "/Patient/p1/Observation?" in url
+    assert sorted(seen) == [f"Observation/obs-1-{s}" for s in range(5)]
+    everything = (await client.get("/Patient/p2/*")).json()
+    assert _ids(everything, "match") == ["Observation/obs-2-0", "Patient/p2", "ServiceRequest/sr2"]
+    assert _ids((await client.get("/Patient/nobody/Observation")).json(), "match") == []
+    assert (await client.get("/Organization/org-1/Patient")).status_code == 400
+    assert (await client.get("/Spaceship/1/Patient")).status_code == 404
+    assert (await client.get("/Patient/p1/Spaceship")).status_code == 404
+    assert (await client.get("/Patient/p1/*?code=x")).status_code == 400

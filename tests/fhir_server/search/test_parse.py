@@ -148,3 +148,9 @@ def test_lenient_parses_or_is_refused_cleanly(items: list[tuple[str, str]]) -> N
         parse_search("Patient", items, REGISTRY, lenient=True)
     except InvalidSearch:
         pass
+
+
+def test_compartment_is_kept_on_the_request() -> None:
+    request = parse_search("Observation", [], REGISTRY, compartment=("Patient", "123"))
+    assert request.compartment == ("Patient", "123")
+    assert parse_search("Observation", [], REGISTRY).compartment is None

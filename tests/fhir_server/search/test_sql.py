@@ -1,0 +1,56 @@
+"""The SQL builder: statement shape and bound parameters, without a database."""
+
+from __future__ import annotations
+
+from fhir_server.search.parse import parse_search
+from fhir_server.search.registry import SearchRegistry
+from fhir_server.search.sql import build_count, build_ids, build_search
+
+REGISTRY = SearchRegistry.load_default()
+
+_COMPARTMENT = (
+    "EXISTS (SELECT 1 FROM compartment c WHERE c.resource_type = r.resource_type"
+    " AND c.rid = r.rid AND c.compartment_type = %(p1)s AND c.compartment_id = %(p2)s)"
+)
+
+
+def test_compartment_restricts_every_statement() -> None:
+    request = parse_search("Observation", [("code", "x")], REGISTRY, compartment=("Patient", "p1"))
+    for sql in (build_search(request, None), build_count(request), build_ids(request, 2)):
+        assert _COMPARTMENT in sql.text
+        assert sql.params["p1"] == "Patient"
+        assert sql.params["p2"] == "p1"
+        # Only names from the builder enter the text; the id is bound.
+        assert "'p1'" not in sql.text
+
+
+def test_no_compartment_no_join() -> None:
+    request = parse_search("Observation", [("code", "x")], REGISTRY)
+    assert "compartment" not in build_search(request, None).text
+
+
+def test_near_bounding_box_is_bound() -> None:
+    request = parse_search("Location", [("near", "38|-85|10|km")], REGISTRY)
+    sql = build_search(request, None)
+    assert "FROM idx_geo i" in sql.text
+    assert "i.lat BETWEEN" in sql.text and "i.lon BETWEEN" in sql.text
+    assert "38" not in sql.text.replace("%(p", "")  # the point is bound, never in the text
+    lats = sorted(v for v in sql.params.values() if isinstance(v, float) and 37 < v < 39)
+    assert lats[0] < 38 - 0.089 and lats[-1] > 38 + 0.089  # 10 km is 0.0899 degrees
+
+
+def test_near_across_the_antimeridian_and_pole() -> None:
+    east = build_search(parse_search("Location", [("near", "0|179.99|10")], REGISTRY), None)
+    assert "(i.lon >= " in east.text and " OR i.lon <= " in east.text
+    pole = build_search(parse_search("Location", [("near", "89.99|0|10")], REGISTRY), None)
+    assert "i.lon BETWEEN" not in pole.text and "i.lon >=" not in pole.text
+
+
+def test_full_text_and_list_statements() -> None:
+    request = parse_search(
+        "Condition", [("_text", "a b"), ("_content", "c"), ("_list", "l1,l2")], REGISTRY
+    )
+    sql = build_count(request)
+    assert "i.narrative @@ websearch_to_tsquery('simple', %(p1)s)" in sql.text
+    assert "i.content @@ websearch_to_tsquery('simple', %(p2)s)" in sql.text
+    assert sql.params["p1"] == "a b" and sql.params["p3"] == ["l1", "l2"]
