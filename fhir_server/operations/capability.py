@@ -9,8 +9,9 @@ from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
+from fhir_server.search.extract import composite_indexable
 from fhir_server.search.parse import SUPPORTED_PARAM_TYPES
-from fhir_server.search.registry import SearchRegistry
+from fhir_server.search.registry import SearchParam, SearchRegistry
 
 __all__ = ["build_capability_statement"]
 
@@ -24,6 +25,38 @@ _INTERACTIONS = [
     "create",
     "search-type",
 ]
+
+
+# Parameters of every resource type that no expression defines (search.html#text, #list).
+_EVERY_TYPE = [
+    {
+        "name": "_text",
+        "definition": "http://hl7.org/fhir/SearchParameter/DomainResource-text",
+        "type": "string",
+    },
+    {
+        "name": "_content",
+        "definition": "http://hl7.org/fhir/SearchParameter/Resource-content",
+        "type": "string",
+    },
+    {
+        "name": "_list",
+        "definition": "http://hl7.org/fhir/SearchParameter/Resource-list",
+        "type": "token",
+    },
+]
+
+
+def _searchable(registry: SearchRegistry, param: SearchParam) -> bool:
+    """Whether a search on ``param`` is answered: what the CapabilityStatement may list."""
+    if not param.expression:
+        return False
+    if param.type in SUPPORTED_PARAM_TYPES:
+        return True
+    if param.type == "composite":
+        components = registry.components(param)
+        return components is not None and composite_indexable(param, components)
+    return param.type == "special" and param.code == "near"
 
 
 _OPERATIONS = {
@@ -54,10 +87,9 @@ def build_capability_statement(
         params = [
             {"name": p.code, "definition": p.url, "type": p.type}
             for code, p in sorted(registry.for_type(resource_type).items())
-            if p.type in SUPPORTED_PARAM_TYPES
-            and p.expression
-            and code not in {"_id", "_lastUpdated"}
+            if _searchable(registry, p) and code not in {"_id", "_lastUpdated"}
         ]
+        params += _EVERY_TYPE
         params[:0] = [
             {
                 "name": "_id",

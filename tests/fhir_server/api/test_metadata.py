@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from fhir_server.search.registry import SearchRegistry
+
 
 async def test_capability_statement(client: httpx.AsyncClient) -> None:
     response = await client.get("/metadata")
@@ -31,7 +33,7 @@ async def test_capability_statement(client: httpx.AsyncClient) -> None:
     }
     params = {p["name"] for p in patient["searchParam"]}
     assert {"name", "family", "birthdate", "identifier", "_id", "_lastUpdated"} <= params
-    assert "_text" not in params and "_content" not in params
+    assert {"_text", "_content", "_list"} <= params
     system = {i["code"] for i in statement["rest"][0]["interaction"]}
     assert system == {"transaction", "batch", "history-system"}
 
@@ -46,7 +48,9 @@ async def test_every_listed_search_parameter_is_accepted(client: httpx.AsyncClie
         "number": "1",
         "quantity": "1",
         "uri": "http://a",
+        "special": "38.2|-85.7|10|km",
     }
+    registry = SearchRegistry.load_default()
     for resource in statement["rest"][0]["resource"]:
         if resource["type"] not in {
             "Patient",
@@ -64,7 +68,14 @@ async def test_every_listed_search_parameter_is_accepted(client: httpx.AsyncClie
         }:
             continue
         for param in resource["searchParam"]:
-            value = sample[param["type"]]
+            if param["type"] == "composite":
+                found = registry.get(resource["type"], param["name"])
+                assert found is not None
+                parts = registry.components(found)
+                assert parts is not None
+                value = "$".join("1" if c.type == "reference" else sample[c.type] for c in parts)
+            else:
+                value = sample[param["type"]]
             if param["type"] == "reference":
                 value = "1"
             response = await client.get(f"/{resource['type']}", params={param["name"]: value})
