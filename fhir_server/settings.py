@@ -26,3 +26,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = 16 * 1024 * 1024
     # Largest NDJSON body a POST /$import accepts, in bytes (larger loads: input URLs, or the CLI).
     max_import_bytes: int = 1024 * 1024 * 1024
+    # Hosts POST /$import may fetch input URLs from, comma-separated (empty: none). The server
+    # makes the request, so only hosts meant to serve bulk files belong here.
+    import_url_hosts: str = ""

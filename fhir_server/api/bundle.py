@@ -266,7 +266,11 @@ def _criteria(context: _Context, resource_type: str, text: str) -> SearchRequest
 
 
 async def _transaction(context: _Context, entries: list[_Entry]) -> dict[int, _Result]:
-    full_urls = [e.full_url for e in entries if e.full_url]
+    full_urls = [
+        e.full_url.lower() if e.full_url.startswith("urn:") else e.full_url
+        for e in entries
+        if e.full_url
+    ]
     if len(full_urls) != len(set(full_urls)):
         raise InvalidRequest("two entries of the transaction have the same fullUrl")
     state = rest._state(context.request)
@@ -275,6 +279,7 @@ async def _transaction(context: _Context, entries: list[_Entry]) -> dict[int, _R
             repo = Repository(conn, state.indexer)
             await _lock_conditions(context, repo, entries)
             references = await _plan(context, repo, entries)
+            _refuse_overlaps(entries)
             for entry in entries:
                 if entry.resource is not None:
                     entry.resource = _rewrite(entry, entry.resource, references)
@@ -293,6 +298,9 @@ async def _lock_conditions(context: _Context, repo: Repository, entries: list[_E
     """Take every conditional entry's criteria lock up front, in one sorted order."""
     keys = set()
     for entry in entries:
+        if entry.id is not None and entry.method in {"PUT", "DELETE", "PATCH"}:
+            assert entry.resource_type is not None
+            keys.add(f"{entry.resource_type}/{entry.id}")
         text = entry.if_none_exist if entry.method == "POST" else entry.query
         if text and entry.method in {"POST", "PUT", "DELETE", "PATCH"}:
             assert entry.resource_type is not None
@@ -316,8 +324,32 @@ async def _plan(context: _Context, repo: Repository, entries: list[_Entry]) -> d
         if entry.full_url and entry.resource_type:
             target = entry.target_id or entry.id
             if target is not None and entry.method in {"POST", "PUT", "PATCH"}:
-                references[entry.full_url] = f"{entry.resource_type}/{target}"
+                new = f"{entry.resource_type}/{target}"
+                references[entry.full_url] = new
+                if entry.full_url.startswith(context.base + "/"):
+                    # References relative to this server name the entry as Type/id too.
+                    references[entry.full_url[len(context.base) + 1 :]] = new
     return references
+
+
+def _refuse_overlaps(entries: list[_Entry]) -> None:
+    """http://hl7.org/fhir/R4/http.html#trules: no two entries may write the same resource."""
+    seen: dict[tuple[str, str], _Entry] = {}
+    for entry in entries:
+        if entry.method == "GET" or entry.method == "HEAD" or entry.matched:
+            continue
+        target = entry.id or entry.target_id
+        if target is None or entry.resource_type is None:
+            continue
+        key = (entry.resource_type, target)
+        if key in seen:
+            raise _EntryError(
+                entry,
+                InvalidRequest(
+                    f"{seen[key].where} and this entry both write {entry.resource_type}/{target}"
+                ),
+            )
+        seen[key] = entry
 
 
 async def _plan_entry(context: _Context, repo: Repository, entry: _Entry) -> None:
@@ -353,12 +385,20 @@ async def _plan_entry(context: _Context, repo: Repository, entry: _Entry) -> Non
 def _rewrite(entry: _Entry, resource: dict[str, Any], references: dict[str, str]) -> dict[str, Any]:
     """The resource with references to other entries and conditional references resolved."""
 
+    urns = [u for u in references if u.startswith("urn:")]
+
     def visit(value: Any) -> Any:
         if isinstance(value, dict):
             out = {}
             for key, item in value.items():
                 if key == "reference" and isinstance(item, str):
                     out[key] = _resolve(item)
+                elif key == "div" and isinstance(item, str) and "urn:" in item:
+                    for urn in urns:  # links in the narrative name the entries too
+                        item = item.replace(urn, references[urn])
+                    out[key] = item
+                elif isinstance(item, str) and item in references and item.startswith("urn:"):
+                    out[key] = references[item]  # a uri element naming an entry
                 else:
                     out[key] = visit(item)
             return out
@@ -376,7 +416,10 @@ def _rewrite(entry: _Entry, resource: dict[str, Any], references: dict[str, str]
             )
         return reference
 
-    return visit(resource)
+    try:
+        return visit(resource)
+    except RecursionError:
+        raise _EntryError(entry, InvalidRequest("the resource is nested too deeply")) from None
 
 
 async def _resolve_conditional_references(
@@ -398,7 +441,10 @@ async def _resolve_conditional_references(
             for v in value:
                 collect(v)
 
-    collect(entry.resource)
+    try:
+        collect(entry.resource)
+    except RecursionError:
+        raise InvalidRequest("the resource is nested too deeply") from None
     for reference in pending:
         if reference in cache:
             continue
@@ -593,6 +639,9 @@ async def _batch(context: _Context, entries: list[_Entry | FhirError]) -> dict[i
                 results[index] = _failed(entry)
                 continue
             try:
+                if entry.resource is not None:
+                    # Entries of a batch cannot refer to each other (http.html#brules).
+                    entry.resource = _rewrite(entry, entry.resource, {})
                 async with conn.transaction():
                     results[index] = await _execute(context, repo, entry)
             except FhirError as error:

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from fhir_server.api.formats import output_format, read_body, render_bytes, render_resource
 from fhir_server.api.state import AppState
 from fhir_server.core.errors import (
+    Conflict,
     InvalidRequest,
     Issue,
     MethodNotAllowed,
@@ -88,6 +89,8 @@ async def _connection(state: AppState) -> AsyncIterator[Any]:
             yield conn
     except PoolTimeout:
         raise ServiceUnavailable("the server is busy; retry shortly") from None
+    except psycopg.errors.DeadlockDetected:
+        raise Conflict("the request collided with another write; retry it") from None
     except psycopg.OperationalError:
         raise ServiceUnavailable("the database is unavailable; retry shortly") from None
 
@@ -545,6 +548,10 @@ async def everything(request: Request) -> Response:
             included = await fetch_included(
                 repo.conn, referenced, page.resources, state.settings.max_count
             )
+            if id is not None:
+                # A Group or a link names other Patients: their records are not this one's.
+                others = tuple(r for r in included.resources if r.resource_type != "Patient")
+                included = Included(others, included.warnings)
     where = f"Patient/{id}/$everything" if id is not None else "Patient/$everything"
     return render_bytes(request, _everything_bundle(request, id, page, included, where))
 

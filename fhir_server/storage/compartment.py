@@ -8,6 +8,7 @@ rid, and continue from a cursor on that pair, so paging is stable while others w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,12 +72,15 @@ async def compartment_page(
         StoredResource(resource_type, id, version_id, last_updated, False, body.encode())
         for resource_type, _, id, version_id, last_updated, body in rows
     )
-    next_cursor = f"{rows[-1][0]}~{rows[-1][1]}" if more else None
+    next_cursor = f"{rows[-1][0]}~{rows[-1][1]}" if more and rows else None
     return CompartmentPage(resources, next_cursor)
 
 
+_CURSOR = re.compile(r"([A-Za-z]{1,64})~([0-9]{1,18})")
+
+
 def _decode(cursor: str) -> tuple[str, int]:
-    resource_type, sep, rid = cursor.partition("~")
-    if not sep or not rid.isdigit() or not resource_type.isalpha():
+    match = _CURSOR.fullmatch(cursor)
+    if match is None:
         raise InvalidRequest("the _cursor is not one this server gave")
-    return resource_type, int(rid)
+    return match.group(1), int(match.group(2))

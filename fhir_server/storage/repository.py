@@ -9,6 +9,7 @@ are fixed SQL text; searches and history are built as SQL text with bound parame
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -183,6 +184,7 @@ _CURRENT = (
     " WHERE resource_type = %s AND id = %s"
 )
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 # Index field of ResourceIndex -> (table, value columns after resource_type, rid, param).
 # ``ord`` ties the rows of one composite element together (search/extract.py).
 INDEX_LAYOUT = {
@@ -335,7 +337,7 @@ _DROP_INDEX = (
 
 def normalize_criteria(resource_type: str, items: Sequence[tuple[str, str]]) -> str:
     """The criteria in one canonical form, the key of the advisory lock."""
-    return f"{resource_type}?{urlencode(sorted(items))}"
+    return f"{resource_type}?{urlencode(sorted(set(items)))}"
 
 
 class Repository:
@@ -563,6 +565,8 @@ class Repository:
         if_match: int | None = None,
     ) -> WriteOutcome:
         """http://hl7.org/fhir/R4/http.html#update, including update-as-create."""
+        if not _ID.fullmatch(id):
+            raise InvalidRequest("a resource id is 1-64 characters: letters, digits, '-' and '.'")
         if body.get("id") != id:
             raise InvalidRequest(
                 "the resource id must be present and equal the id in the URL",
@@ -632,6 +636,15 @@ class Repository:
             raise MultipleMatches("the criteria match more than one resource")
         if not found:
             if "id" in body:
+                current = await (
+                    await self.conn.execute(_CURRENT, (resource_type, body["id"]))
+                ).fetchone()
+                if current is not None and not current[2]:
+                    # http://hl7.org/fhir/R5/http.html#cond-update: the id names a resource
+                    # the criteria do not match; writing it would overwrite an unrelated one.
+                    raise Conflict(
+                        f"{resource_type}/{body['id']} exists but the criteria do not match it"
+                    )
                 return await self.update(resource_type, body["id"], body, if_match=if_match)
             return await self._insert(resource_type, str(uuid.uuid4()), body)
         if "id" in body and body["id"] != found[0]:

@@ -447,3 +447,107 @@ async def test_mutated_bundles_never_cause_a_server_error(client: httpx.AsyncCli
             response = await client.post("/", json=bundle)
             assert response.status_code < 500, (bundle, response.text)
             assert response.json()["resourceType"] in {"Bundle", "OperationOutcome"}
+
+
+async def test_two_entries_writing_one_resource_fail_the_transaction(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.put("/Patient/x", json={**_patient("OV-1"), "id": "x"})
+    bundle = _transaction(
+        {
+            "resource": {**_patient("OV-1"), "id": "x"},
+            "request": {"method": "PUT", "url": "Patient/x"},
+        },
+        {
+            "resource": {**_patient("OV-1", "Other"), "id": "x"},
+            "request": {"method": "PUT", "url": f"Patient?identifier={SYSTEM}|OV-1"},
+        },
+    )
+    response = await client.post("/", json=bundle)
+    assert response.status_code == 400
+    assert "both write Patient/x" in response.json()["issue"][0]["diagnostics"]
+    assert (await client.get("/Patient/x")).json()["meta"]["versionId"] == "1"
+
+
+async def test_opposite_orders_do_not_deadlock(client: httpx.AsyncClient) -> None:
+    def bundle(first: str, second: str) -> dict[str, Any]:
+        return _transaction(
+            *(
+                {
+                    "resource": {**_patient(i), "id": i},
+                    "request": {"method": "PUT", "url": f"Patient/{i}"},
+                }
+                for i in (first, second)
+            )
+        )
+
+    responses = await asyncio.gather(
+        *(
+            client.post("/", json=bundle("a1", "a2") if n % 2 else bundle("a2", "a1"))
+            for n in range(8)
+        )
+    )
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+
+
+async def test_uri_elements_and_narrative_are_rewritten(client: httpx.AsyncClient) -> None:
+    bundle = _transaction(
+        {
+            "fullUrl": PATIENT_URN,
+            "resource": _patient("RW-1"),
+            "request": {"method": "POST", "url": "Patient"},
+        },
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "note"},
+                "text": {
+                    "status": "generated",
+                    "div": '<div xmlns="http://www.w3.org/1999/xhtml">'
+                    f'<a href="{PATIENT_URN}">who</a></div>',
+                },
+                "valueString": "x",
+                "extension": [{"url": "http://example.org/about", "valueUri": PATIENT_URN}],
+            },
+            "request": {"method": "POST", "url": "Observation"},
+        },
+    )
+    response = await client.post("/", json=bundle)
+    assert response.status_code == 200, response.text
+    patient_id = response.json()["entry"][0]["resource"]["id"]
+    observation = response.json()["entry"][1]["resource"]
+    assert observation["extension"][0]["valueUri"] == f"Patient/{patient_id}"
+    assert f'href="Patient/{patient_id}"' in observation["text"]["div"]
+
+
+async def test_batch_entries_cannot_refer_to_each_other(client: httpx.AsyncClient) -> None:
+    bundle = _transaction(*_referral(PATIENT_URN, REQUEST_URN), kind="batch")
+    response = await client.post("/", json=bundle)
+    statuses = [e["response"]["status"] for e in response.json()["entry"]]
+    assert statuses == ["400", "400"]
+
+
+async def test_deeply_nested_resources_are_400(client: httpx.AsyncClient) -> None:
+    nested: Any = {"url": "http://example.org/x", "valueString": "v"}
+    for _ in range(400):
+        nested = {"url": "http://example.org/x", "extension": [nested]}
+    bundle = _transaction(
+        {
+            "resource": {**_patient("DEEP"), "extension": [nested]},
+            "request": {"method": "POST", "url": "Patient"},
+        }
+    )
+    response = await client.post("/", json=bundle)
+    assert response.status_code == 400
+
+
+async def test_conditional_update_does_not_overwrite_an_unrelated_resource(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.put("/Patient/other", json={**_patient("UNRELATED"), "id": "other"})
+    response = await client.put(
+        "/Patient?identifier=NOBODY", json={**_patient("NOBODY"), "id": "other"}
+    )
+    assert response.status_code == 409
+    assert (await client.get("/Patient/other")).json()["identifier"][0]["value"] == "UNRELATED"

@@ -140,3 +140,36 @@ async def test_compartment_search(client: httpx.AsyncClient) -> None:
     assert (await client.get("/Spaceship/1/Patient")).status_code == 404
     assert (await client.get("/Patient/p1/Spaceship")).status_code == 404
     assert (await client.get("/Patient/p1/*?code=x")).status_code == 400
+
+
+async def test_everything_leaves_out_other_patients(client: httpx.AsyncClient) -> None:
+    await _network(client)
+    await _resident(client, 1, screenings=0)
+    await _resident(client, 2, screenings=0)
+    await _put(
+        client,
+        {
+            "resourceType": "Group",
+            "id": "household",
+            "type": "person",
+            "actual": True,
+            "member": [
+                {"entity": {"reference": "Patient/p1"}},
+                {"entity": {"reference": "Patient/p2"}},
+            ],
+        },
+    )
+    bundle = (await client.get("/Patient/p1/$everything")).json()
+    assert "Group/household" in _ids(bundle, "match")
+    assert "Patient/p2" not in _ids(bundle, "include") + _ids(bundle, "match")
+
+
+async def test_odd_cursors_and_zero_counts(client: httpx.AsyncClient) -> None:
+    await _network(client)
+    await _resident(client, 1, screenings=2)
+    assert (await client.get("/Patient/p1/*?_cursor=Patient~²")).status_code == 400
+    assert (await client.get("/Patient/p1/$everything?_cursor=Patient~²")).status_code == 400
+    for path in ("/Patient/p1/*?_count=0", "/Patient/p1/$everything?_count=0"):
+        response = await client.get(path)
+        assert response.status_code == 200, response.text
+        assert _ids(response.json(), "match") == []
