@@ -60,9 +60,7 @@ def _add_locations(base: str, have: int, rng: random.Random) -> None:
                 for n in range(batch)
             ]
             bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-            response = client.post(
-                "/", json=bundle, headers={"Prefer": "return=minimal"}
-            )
+            response = client.post("/", json=bundle, headers={"Prefer": "return=minimal"})
             response.raise_for_status()
             have += batch
 

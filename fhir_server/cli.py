@@ -1,13 +1,18 @@
-"""The ``sdoh-fhir`` command: serve, migrate."""
+"""The ``sdoh-fhir`` command: serve, migrate, load."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import sys
+import traceback
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated
 
+import orjson
+import psycopg
 import typer
 
 from fhir_server.settings import Settings
@@ -21,6 +26,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+load_app = typer.Typer(help="Load resources in bulk.", no_args_is_help=True)
+app.add_typer(load_app, name="load")
 
 DataDir = Annotated[
     Path | None,
@@ -96,3 +104,110 @@ def serve(
         if embedded is not None:
             embedded.stop()
             typer.echo("embedded PostgreSQL stopped")
+
+
+@load_app.command("ndjson")
+def load_ndjson_command(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="NDJSON files (.ndjson, .ndjson.gz) or directories of them."),
+    ],
+    errors: Annotated[
+        Path | None,
+        typer.Option(
+            "--errors",
+            help="Where refused lines go (NDJSON); default: .sdoh-fhir-load-errors-<time>.ndjson"
+            " in the (first) input directory.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Processes that validate and index (default: one per CPU)."),
+    ] = None,
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="Even into an empty database, write batch by batch with the indexes in place,"
+            " so other sessions are not kept waiting.",
+        ),
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Load FHIR resources from NDJSON, one per line, as the Bulk Data $import does.
+
+    Every resource is validated and stored as a REST write stores it; ids are kept (a resource
+    without one gets a server id). An id that exists becomes a new version, as an update makes
+    it; identical content makes none, so loading the same files again changes nothing. Refused
+    lines are written, with their line number and an OperationOutcome, to the errors file.
+    Into an empty database the load is one transaction that other sessions wait for (see
+    --online). Progress goes to standard error every few seconds, a summary to standard output.
+    Exit status: 0 all loaded, 1 some lines refused, 2 the load failed.
+    """
+    from fhir_server.api.errors import operation_outcome
+    from fhir_server.ingest.ndjson import LoadError, Progress, RefusedLine, load_ndjson
+    from fhir_server.storage.database import libpq_url
+
+    settings = Settings()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if errors is None:
+        first = paths[0] if paths else Path(".")
+        folder = first if first.is_dir() else first.parent
+        errors = folder / f".sdoh-fhir-load-errors-{stamp}.ndjson"
+    errors_file: IO[bytes] | None = None
+
+    def refused(line: RefusedLine) -> None:
+        nonlocal errors_file
+        if errors_file is None:
+            errors_file = errors.open("wb")
+        record = {
+            "file": line.source,
+            "line": line.line,
+            "outcome": operation_outcome(line.issues),
+            "text": line.text,
+        }
+        errors_file.write(orjson.dumps(record) + b"\n")
+
+    def progress(report: Progress) -> None:
+        typer.echo(
+            f"{report.loaded:,} loaded, {report.refused:,} refused,"
+            f" {report.seconds:,.0f} s, {report.rate:,.0f} resources/s",
+            err=True,
+        )
+
+    url, embedded = _database(settings, data_dir)
+    try:
+        upgrade(url)
+        summary = load_ndjson(
+            libpq_url(url),
+            paths,
+            on_refused=refused,
+            on_progress=progress,
+            workers=workers,
+            initial=not online,
+        )
+    except (LoadError, psycopg.Error, OSError) as exc:
+        typer.echo(f"error: the load failed: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("error: the load was interrupted", err=True)
+        raise typer.Exit(2) from None
+    except Exception:  # a fault of ours: say so, and keep exit 1 for refused lines
+        typer.echo(f"error: the load failed:\n{traceback.format_exc()}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        if errors_file is not None:
+            errors_file.close()
+        if embedded is not None:
+            embedded.stop()
+    typer.echo(
+        f"loaded {summary.loaded:,} resources ({summary.created:,} created,"
+        f" {summary.updated:,} updated, {summary.unchanged:,} unchanged),"
+        f" refused {summary.refused:,}, in {summary.seconds:,.1f} s:"
+        f" {summary.rate:,.0f} resources/s"
+        + (" (initial load: one transaction, indexes rebuilt)" if summary.initial else "")
+    )
+    if summary.refused:
+        typer.echo(f"refused lines and their reasons: {errors}", err=True)
+        sys.stdout.flush()
+        raise typer.Exit(1)

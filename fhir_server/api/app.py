@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 from collections.abc import AsyncIterator
@@ -11,14 +12,16 @@ from importlib.metadata import PackageNotFoundError, version
 import orjson
 from fastapi import FastAPI
 
-from fhir_server.api import bundle
+from fhir_server.api import bulk_import, bundle
 from fhir_server.api.errors import install_error_handlers
 from fhir_server.api.rest import routes
 from fhir_server.api.state import AppState
+from fhir_server.ingest.import_job import run_import
 from fhir_server.operations.capability import build_capability_statement
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.settings import Settings
-from fhir_server.storage.database import open_pool
+from fhir_server.storage.database import libpq_url, open_pool
+from fhir_server.storage.jobs import JobRunner
 from fhir_server.storage.repository import Indexer
 from profiles.models import RESOURCE_TYPES
 
@@ -57,9 +60,16 @@ def create_app(settings: Settings) -> FastAPI:
         # The registry, models and compiled FHIRPath live as long as the process: keep them out
         # of the collector's full passes, which otherwise add tens of ms to the slowest requests.
         gc.freeze()
+        runner = JobRunner(
+            pool,
+            libpq_url(url),
+            {"import": functools.partial(run_import, database_url=url)},
+        )
+        runner.start()
         try:
             yield
         finally:
+            await runner.stop()
             await pool.close()
 
     app = FastAPI(
@@ -71,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     install_error_handlers(app)
-    app.router.routes.extend([*bundle.routes, *routes])
+    app.router.routes.extend([*bundle.routes, *bulk_import.routes, *routes])
     return app
 
 

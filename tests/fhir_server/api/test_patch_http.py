@@ -156,6 +156,7 @@ async def test_concurrent_patches_lose_no_change(client: httpx.AsyncClient) -> N
 
 async def test_patch_entries_in_a_transaction(client: httpx.AsyncClient) -> None:
     await _patient(client)
+    await _patient(client, "p2")
     json_patch = base64.b64encode(
         orjson.dumps([{"op": "replace", "path": "/gender", "value": "other"}])
     ).decode()
@@ -173,7 +174,7 @@ async def test_patch_entries_in_a_transaction(client: httpx.AsyncClient) -> None
             },
             {
                 "resource": _fhirpath_replace("Patient.name.family", {"valueString": "Mora-Diaz"}),
-                "request": {"method": "PATCH", "url": "Patient?identifier=urn:state|P1"},
+                "request": {"method": "PATCH", "url": "Patient?identifier=urn:state|P2"},
             },
         ],
     }
@@ -181,5 +182,11 @@ async def test_patch_entries_in_a_transaction(client: httpx.AsyncClient) -> None
     assert response.status_code == 200, response.text
     final = (await client.get("/Patient/p1")).json()
     assert final["gender"] == "other"
-    assert final["name"][0]["family"] == "Mora-Diaz"
-    assert final["meta"]["versionId"] == "3"
+    assert final["meta"]["versionId"] == "2"
+    other = (await client.get("/Patient/p2")).json()
+    assert other["name"][0]["family"] == "Mora-Diaz"
+    # Two entries patching one resource: the transaction SHALL fail (http.html#trules).
+    bundle["entry"][1]["request"]["url"] = "Patient?identifier=urn:state|P1"
+    response = await client.post("/", json=bundle)
+    assert response.status_code == 400
+    assert (await client.get("/Patient/p1")).json()["meta"]["versionId"] == "2"
