@@ -28,25 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fhir_server.ingest.synthetic import generate_population  # noqa: E402
+from fhir_server.storage.bulk import TABLES  # noqa: E402
 from fhir_server.storage.database import libpq_url  # noqa: E402
 from fhir_server.storage.embedded import EmbeddedPostgres  # noqa: E402
 from fhir_server.storage.migrate import upgrade  # noqa: E402
 
 RESOURCES_PER_PATIENT = 11.7
-_TABLES = (
-    "resource",
-    "resource_history",
-    "idx_string",
-    "idx_token",
-    "idx_date",
-    "idx_number",
-    "idx_quantity",
-    "idx_uri",
-    "idx_reference",
-    "idx_geo",
-    "idx_text",
-    "compartment",
-)
 
 
 def write_population(path: Path, n: int) -> float:
@@ -67,13 +54,7 @@ def write_population(path: Path, n: int) -> float:
 
 def empty_database(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        existing = {
-            row[0]
-            for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            )
-        }
-        conn.execute(f"TRUNCATE {', '.join(t for t in _TABLES if t in existing)}")
+        conn.execute(f"TRUNCATE {', '.join(table for table, _ in TABLES)}")
         conn.execute("DROP TABLE IF EXISTS raw_copy")
         conn.execute("CHECKPOINT")
 

@@ -7,11 +7,11 @@ rows of every index table and of the compartment table.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,68 +44,6 @@ def write_ndjson(path: Path, resources: list[Any]) -> Path:
     return path
 
 
-def without_last_updated(body: str | None) -> Any:
-    if body is None:
-        return None
-    data = orjson.loads(body)
-    data["meta"].pop("lastUpdated")
-    return orjson.dumps(data).decode()
-
-
-def snapshot(url: str) -> dict[str, Counter[Any]]:
-    """Every stored row, by resource type and id instead of rid, the write time left out."""
-    with psycopg.connect(libpq_url(url)) as conn:
-        out: dict[str, Counter[Any]] = {
-            "resource": Counter(
-                (t, i, v, d, without_last_updated(b))
-                for t, i, v, d, b in conn.execute(
-                    "SELECT resource_type, id, version_id, deleted, body FROM resource"
-                )
-            ),
-            "resource_history": Counter(
-                (t, i, v, m, d, without_last_updated(b))
-                for t, i, v, m, d, b in conn.execute(
-                    "SELECT resource_type, id, version_id, method, deleted, body"
-                    " FROM resource_history"
-                )
-            ),
-        }
-        tables = [
-            row[0]
-            for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-                " AND (tablename LIKE 'idx\\_%' OR tablename = 'compartment')"
-            )
-        ]
-        assert {"idx_token", "idx_reference", "compartment"} <= set(tables)
-        for table in tables:
-            rows: Counter[Any] = Counter()
-            for t, i, row in conn.execute(
-                f"SELECT r.resource_type, r.id, to_jsonb(x) - 'rid' - 'resource_type'"
-                f" FROM {table} x JOIN resource r"
-                " ON r.resource_type = x.resource_type AND r.rid = x.rid"
-            ):
-                if row.get("param") == "_lastUpdated":
-                    row.pop("low", None)
-                    row.pop("high", None)
-                rows[(t, i, json.dumps(row, sort_keys=True))] += 1
-            out[table] = rows
-    return out
-
-
-def empty(url: str) -> None:
-    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        tables = [
-            row[0]
-            for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-                " AND (tablename LIKE 'idx\\_%' OR tablename IN"
-                " ('resource', 'resource_history', 'compartment'))"
-            )
-        ]
-        conn.execute(f"TRUNCATE {', '.join(tables)}")
-
-
 def population() -> list[dict[str, Any]]:
     resources = list(generate_population(4, seed=5))
     if EXAMPLES.is_dir():
@@ -115,7 +53,12 @@ def population() -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("online", [False, True], ids=["into-empty-database", "online"])
 async def test_a_load_stores_what_rest_writes_store(
-    client: httpx.AsyncClient, clean_database: str, tmp_path: Path, online: bool
+    client: httpx.AsyncClient,
+    clean_database: str,
+    tmp_path: Path,
+    online: bool,
+    snapshot: Callable[[str], dict[str, Counter[Any]]],
+    empty_tables: Callable[[str], None],
 ) -> None:
     resources = population()
     refused_by_rest = set()
@@ -129,7 +72,7 @@ async def test_a_load_stores_what_rest_writes_store(
     by_rest = snapshot(clean_database)
     assert sum(by_rest["resource"].values()) == len(resources) - len(refused_by_rest)
 
-    empty(clean_database)
+    empty_tables(clean_database)
     if online:  # something already stored: the load keeps the indexes and commits as it goes
         other = {"resourceType": "Basic", "id": "other", "code": {"text": "x"}}
         assert (await client.put("/Basic/other", json=other)).status_code == 201

@@ -10,9 +10,9 @@
 from __future__ import annotations
 
 import copy
-import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -415,53 +415,6 @@ def history(url: str) -> list[tuple[str, str, int, str]]:
         )
 
 
-def rows(url: str) -> dict[str, Counter[Any]]:
-    """Every stored row by type and id (not rid), the write time left out."""
-    out: dict[str, Counter[Any]] = {}
-    with psycopg.connect(libpq_url(url)) as conn:
-        for t, i, v, m, d, b in conn.execute(
-            "SELECT resource_type, id, version_id, method, deleted, body FROM resource_history"
-        ):
-            body = orjson.loads(b) if b else None
-            if body:
-                body["meta"].pop("lastUpdated")
-            out.setdefault("history", Counter())[(t, i, v, m, d, json.dumps(body))] += 1
-        for t, i, v, b in conn.execute("SELECT resource_type, id, version_id, body FROM resource"):
-            body = orjson.loads(b) if b else None
-            if body:
-                body["meta"].pop("lastUpdated")
-            out.setdefault("resource", Counter())[(t, i, v, json.dumps(body))] += 1
-        for (table,) in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            " AND (tablename LIKE 'idx\\_%' OR tablename = 'compartment')"
-        ):
-            counter: Counter[Any] = Counter()
-            for t, i, row in conn.execute(
-                f"SELECT r.resource_type, r.id, to_jsonb(x) - 'rid' - 'resource_type'"
-                f" FROM {table} x JOIN resource r"
-                " ON r.resource_type = x.resource_type AND r.rid = x.rid"
-            ):
-                if row.get("param") == "_lastUpdated":
-                    row.pop("low", None)
-                    row.pop("high", None)
-                counter[(t, i, json.dumps(row, sort_keys=True))] += 1
-            out[table] = counter
-    return out
-
-
-def empty(url: str) -> None:
-    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        tables = [
-            row[0]
-            for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-                " AND (tablename LIKE 'idx\\_%' OR tablename IN"
-                " ('resource', 'resource_history', 'compartment'))"
-            )
-        ]
-        conn.execute(f"TRUNCATE {', '.join(tables)}")
-
-
 @pytest.mark.parametrize("initial", [True, False], ids=["into-empty-database", "online"])
 async def test_ids_are_kept_and_missing_ones_given(
     clean_database: str, tmp_path: Path, initial: bool
@@ -510,7 +463,11 @@ async def test_refused_lines_are_kept_with_their_numbers_and_reasons(
 
 
 async def test_existing_ids_become_versions_as_put_makes_them(
-    client: httpx.AsyncClient, clean_database: str, tmp_path: Path
+    client: httpx.AsyncClient,
+    clean_database: str,
+    tmp_path: Path,
+    snapshot: Callable[[str], dict[str, Counter[Any]]],
+    empty_tables: Callable[[str], None],
 ) -> None:
     first = POPULATION[:30]
     second = copy.deepcopy(first)
@@ -530,16 +487,16 @@ async def test_existing_ids_become_versions_as_put_makes_them(
     assert summary.created == 0
     changed = {*range(0, len(second), 3), 1, 2}  # meta changed or dropped, or deleted before
     assert (summary.updated, summary.unchanged) == (len(changed), len(second) - len(changed))
-    by_load = rows(clean_database)
+    by_load = snapshot(clean_database)
 
     # By REST: the same first file, the same delete, then PUT of each resource of the second.
-    empty(clean_database)
+    empty_tables(clean_database)
     load(clean_database, first_file)
     assert (await client.delete(gone_path)).status_code == 204
     for resource in second:
         response = await client.put(f"/{resource['resourceType']}/{resource['id']}", json=resource)
         assert response.status_code in (200, 201), response.text
-    by_rest = rows(clean_database)
+    by_rest = snapshot(clean_database)
     assert by_load.keys() == by_rest.keys()
     for table in by_rest:
         assert by_load[table] == by_rest[table], table
@@ -547,7 +504,7 @@ async def test_existing_ids_become_versions_as_put_makes_them(
     # Loading the second file again changes nothing.
     summary, _ = load(clean_database, second_file)
     assert (summary.created, summary.updated, summary.unchanged) == (0, 0, len(second))
-    assert rows(clean_database) == by_rest
+    assert snapshot(clean_database) == by_rest
 
 
 @pytest.mark.parametrize("initial", [True, False], ids=["into-empty-database", "online"])
