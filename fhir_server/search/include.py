@@ -97,12 +97,16 @@ def _parse_one(
         )
     if code == "*":
         params = tuple(
-            p.code for p in registry.for_type(source_type).values() if p.type == "reference"
+            p.code
+            for p in registry.for_type(source_type).values()
+            if p.type == "reference" and p.pending is None
         )
     else:
         param = registry.get(source_type, code)
         if param is None or param.type != "reference":
             raise InvalidInclude(f"{source_type} has no reference search parameter {code!r}")
+        if param.pending is not None:
+            raise InvalidInclude(f"{source_type}:{code} cannot be used yet: {param.pending}")
         if target_type is not None and param.targets and target_type not in param.targets:
             raise InvalidInclude(f"{source_type}:{code} never refers to a {target_type}")
         params = (code,)

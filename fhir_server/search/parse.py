@@ -393,6 +393,17 @@ def parse_search(
     )
 
 
+def _usable(param: SearchParam | None) -> SearchParam | None:
+    """``param``, unless it is a custom parameter not yet indexed: that is a 400, never ignored."""
+    if param is not None and param.pending is not None:
+        message = (
+            f"the search parameter {param.code} of {param.resource_type} cannot be used yet:"
+            f" {param.pending}"
+        )
+        raise InvalidSearch(message, issues=(Issue("error", "not-supported", message),))
+    return param
+
+
 class _KeyParser:
     """Parses one query key (with chains and _has to any allowed depth) and its value."""
 
@@ -438,7 +449,7 @@ class _KeyParser:
             if not values:
                 raise InvalidSearch("_lastUpdated has no value")
             return Clause(name, "lastUpdated", None, None, values)
-        param = self.registry.get(resource_type, name)
+        param = _usable(self.registry.get(resource_type, name))
         if param is None:
             raise _Unsupported(f"unknown search parameter {name!r} for {resource_type}")
         if param.type == "composite":
@@ -471,7 +482,7 @@ class _KeyParser:
         """``param[:Type].rest``: http://hl7.org/fhir/R4/search.html#chaining"""
         head, _, rest = key.partition(".")
         code, _, target = head.partition(":")
-        param = self.registry.get(resource_type, code)
+        param = _usable(self.registry.get(resource_type, code))
         if param is None:
             raise _Unsupported(f"unknown search parameter {code!r} for {resource_type}")
         if param.type != "reference" or not param.expression:
@@ -522,7 +533,7 @@ class _KeyParser:
         source, code, rest = parts[1], parts[2], ":".join(parts[3:])
         if not (_TYPE_NAME.fullmatch(source) and self.registry.for_type(source)):
             raise _Unsupported(f"_has names {source!r}, which is not a resource type")
-        param = self.registry.get(source, code)
+        param = _usable(self.registry.get(source, code))
         if param is None:
             raise _Unsupported(f"unknown search parameter {code!r} for {source} in _has")
         if param.type != "reference" or not param.expression:
@@ -610,7 +621,7 @@ def _parse_sort(value: str, params: Mapping[str, SearchParam]) -> tuple[SortKey,
         elif (param := params.get(code)) is not None and param.expression == "Location.position":
             keys.append(SortKey(code, "near", param, descending))
         else:
-            param = params.get(code)
+            param = _usable(params.get(code))
             if param is None or param.type not in _MODIFIERS:
                 raise InvalidSearch(f"cannot sort by {code!r}: not a sortable search parameter")
             keys.append(SortKey(code, param.type, param, descending))

@@ -46,6 +46,8 @@ class SearchParam:
     modifiers: tuple[str, ...] = ()
     comparators: tuple[str, ...] = ()
     components: tuple[Component, ...] = ()
+    # Why a parameter cannot be searched yet (a custom one still being indexed), else None.
+    pending: str | None = None
 
 
 _COMMON_BASES = ("Resource", "DomainResource")
