@@ -29,3 +29,6 @@ class Settings(BaseSettings):
     # Hosts POST /$import may fetch input URLs from, comma-separated (empty: none). The server
     # makes the request, so only hosts meant to serve bulk files belong here.
     import_url_hosts: str = ""
+    # How often each server process reloads the stored SearchParameters even when no
+    # notification arrived; a reindex job waits this long before its last pass.
+    search_parameter_poll_seconds: float = 5.0

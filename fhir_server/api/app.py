@@ -12,12 +12,14 @@ from importlib.metadata import PackageNotFoundError, version
 import orjson
 from fastapi import FastAPI
 
-from fhir_server.api import bulk_import, bundle
+from fhir_server.api import bulk_import, bundle, reindex
 from fhir_server.api.errors import install_error_handlers
 from fhir_server.api.rest import routes
 from fhir_server.api.state import AppState
 from fhir_server.ingest.import_job import run_import
 from fhir_server.operations.capability import build_capability_statement
+from fhir_server.operations.reindex import run_reindex
+from fhir_server.operations.search_parameters import CustomSearchParameters
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.settings import Settings
 from fhir_server.storage.database import libpq_url, open_pool
@@ -45,31 +47,60 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await open_pool(url, settings.pool_size)
         registry = SearchRegistry.load_default()
-        types = RESOURCE_TYPES & registry.all_resource_types()
-        statement = build_capability_statement(
-            registry, types, base_url=settings.base_url, version=_version()
-        )
-        app.state.fhir = AppState(
+        types = frozenset(RESOURCE_TYPES & registry.all_resource_types())
+
+        def capability(registry: SearchRegistry) -> bytes:
+            statement = build_capability_statement(
+                registry, types, base_url=settings.base_url, version=_version()
+            )
+            return orjson.dumps(statement)
+
+        state = app.state.fhir = AppState(
             settings=settings,
             pool=pool,
             registry=registry,
             indexer=Indexer(registry),
-            capability_statement=orjson.dumps(statement),
-            resource_types=frozenset(types),
+            capability_statement=capability(registry),
+            resource_types=types,
         )
+
+        def use(registry: SearchRegistry) -> None:
+            """Custom search parameters came, went or finished indexing."""
+            state.registry = registry
+            state.indexer.use(registry)
+            state.capability_statement = capability(registry)
+
+        custom = CustomSearchParameters(
+            registry,
+            pool,
+            libpq_url(url),
+            use,
+            poll_seconds=settings.search_parameter_poll_seconds,
+        )
+        await custom.refresh()
         # The registry, models and compiled FHIRPath live as long as the process: keep them out
         # of the collector's full passes, which otherwise add tens of ms to the slowest requests.
         gc.freeze()
+        custom.start()
         runner = JobRunner(
             pool,
             libpq_url(url),
-            {"import": functools.partial(run_import, database_url=url)},
+            {
+                "import": functools.partial(run_import, database_url=url),
+                "reindex": functools.partial(
+                    run_reindex,
+                    parameters=custom,
+                    resource_types=types,
+                    settle_seconds=settings.search_parameter_poll_seconds + 1,
+                ),
+            },
         )
         runner.start()
         try:
             yield
         finally:
             await runner.stop()
+            await custom.stop()
             await pool.close()
 
     app = FastAPI(
@@ -81,7 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     install_error_handlers(app)
-    app.router.routes.extend([*bundle.routes, *bulk_import.routes, *routes])
+    app.router.routes.extend([*bundle.routes, *bulk_import.routes, *reindex.routes, *routes])
     return app
 
 

@@ -49,7 +49,7 @@ _EVERY_TYPE = [
 
 def _searchable(registry: SearchRegistry, param: SearchParam) -> bool:
     """Whether a search on ``param`` is answered: what the CapabilityStatement may list."""
-    if not param.expression:
+    if not param.expression or param.pending is not None:
         return False
     if param.type in SUPPORTED_PARAM_TYPES:
         return True

@@ -225,12 +225,17 @@ class SearchRegistry:
 
     def with_param(self, param: SearchParam) -> SearchRegistry:
         """A new registry with ``param`` added, replacing any with the same type and code."""
+        return self.with_params([param])
+
+    def with_params(self, added: Iterable[SearchParam]) -> SearchRegistry:
+        """A new registry with ``added``, each replacing any with the same type and code."""
+        by_key = {(p.resource_type, p.code): p for p in added}
+        if not by_key:
+            return self
         params = [p for group in self._specific.values() for p in group.values()]
         params += [p for group in self._common.values() for p in group.values()]
-        params = [
-            p for p in params if (p.resource_type, p.code) != (param.resource_type, param.code)
-        ]
-        params.append(param)
+        params = [p for p in params if (p.resource_type, p.code) not in by_key]
+        params.extend(by_key.values())
         return SearchRegistry(params, self._parents)
 
 

@@ -227,6 +227,7 @@ class JobRunner:
         self.stale_seconds = stale_seconds
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
 
     def start(self) -> None:
         self._tasks = [
@@ -235,6 +236,10 @@ class JobRunner:
         ]
 
     async def stop(self) -> None:
+        # Python 3.11's wait_for can swallow a cancel that arrives as the event is set: the
+        # flag ends the loop whatever happens to the cancel.
+        self._stopped = True
+        self._wake.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -242,7 +247,7 @@ class JobRunner:
                 await task
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopped:
             job = None
             try:
                 async with self.pool.connection() as conn:

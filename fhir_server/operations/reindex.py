@@ -1,0 +1,139 @@
+"""The reindex job: every stored resource of some types indexed anew with the current parameters.
+
+Queued for each SearchParameter written (its base types; migration 0007) and by
+``POST [base]/$reindex`` or ``POST [base]/[type]/$reindex`` (every type, or one), which also
+fills index rows added by later migrations for resources stored before them.
+
+Resources are taken in ``rid`` order, a batch per transaction, the rows locked ``FOR UPDATE
+SKIP LOCKED``: a resource being written at that moment is left to its writer, which indexes it
+with the same parameters. The job records the last ``rid`` done per type, so a job picked up
+again after a crash goes on where it stopped. Its last pass, once every process has loaded the
+new definitions (``settle_seconds`` after the job was queued), indexes again what was written
+since the job was queued, so a write by a process that had not yet reloaded is not missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from fhir_server.operations.search_parameters import CustomSearchParameters
+from fhir_server.search.custom import params_from_definition
+from fhir_server.storage.jobs import JobContext
+from fhir_server.storage.repository import Indexer, Repository
+
+__all__ = ["BATCH", "run_reindex"]
+
+BATCH = 500
+_SCAN = (
+    "SELECT rid, id, body FROM resource WHERE resource_type = %s AND rid > %s AND NOT deleted"
+    " ORDER BY rid LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+_RECENT = (
+    "SELECT rid, id, body FROM resource WHERE resource_type = %s AND last_updated >= %s"
+    " AND rid > %s AND NOT deleted ORDER BY rid LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+_COUNT = "SELECT count(*) FROM resource WHERE resource_type = %s AND NOT deleted"
+_DEFINITION = (
+    "SELECT version_id, deleted, body FROM resource"
+    " WHERE resource_type = 'SearchParameter' AND id = %s"
+)
+
+
+async def run_reindex(
+    context: JobContext,
+    *,
+    parameters: CustomSearchParameters,
+    resource_types: frozenset[str],
+    settle_seconds: float,
+) -> Mapping[str, Any]:
+    """Reindex the job's types; the summary is resources reindexed per type."""
+    job = context.job
+    registry = await parameters.refresh()
+    if "searchParameter" in job.params:
+        types = await _definition_types(context, parameters)
+        if types is None:
+            return {"indexed": {}, "note": "nothing to index: the definition is not active"}
+    else:
+        types = [t for t in job.params.get("types", ()) if t in resource_types]
+    indexer = Indexer(registry)
+    indexed: dict[str, int] = dict(job.progress.get("indexed", {}))
+    for resource_type in types:
+        if resource_type in job.progress.get("finished", ()):
+            continue
+        after = int(context.job.progress.get("after", {}).get(resource_type, 0))
+        done = int(context.job.progress.get("done", 0)) if after else 0  # resumed mid-type
+        total = await _count(context, resource_type)
+        await context.progress(type=resource_type, total=total, done=done)
+        indexed[resource_type] = await _scan(
+            context, indexer, resource_type, _SCAN, (), after, done
+        )
+        finished = [*context.job.progress.get("finished", ()), resource_type]
+        await context.progress(finished=finished, indexed=indexed)
+    # The last pass: what was written since the job was queued, now that every process has
+    # loaded the definitions this job indexes.
+    settled = job.created_at + timedelta(seconds=settle_seconds)
+    wait = (settled - datetime.now(UTC)).total_seconds()
+    if wait > 0:
+        await asyncio.sleep(wait)
+    since = job.created_at - timedelta(seconds=1)
+    for resource_type in types:
+        await _scan(context, indexer, resource_type, _RECENT, (since,), 0, 0, record=False)
+    return {"indexed": indexed}
+
+
+async def _definition_types(
+    context: JobContext, parameters: CustomSearchParameters
+) -> Sequence[str] | None:
+    """The base types of the job's SearchParameter; None when there is nothing to index.
+
+    Raises InvalidDefinition (the job fails with its message) when it cannot be indexed.
+    """
+    job = context.job
+    async with context.pool.connection() as conn:
+        row = await (await conn.execute(_DEFINITION, (job.params["searchParameter"],))).fetchone()
+    if row is None or row[1] or row[0] != job.params.get("versionId"):
+        return None  # deleted, or superseded by a newer version with a job of its own
+    body = orjson.loads(row[2])
+    if body.get("status") != "active":
+        return None
+    return [p.resource_type for p in params_from_definition(body, parameters.base)]
+
+
+async def _count(context: JobContext, resource_type: str) -> int:
+    async with context.pool.connection() as conn:
+        row = await (await conn.execute(_COUNT, (resource_type,))).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _scan(
+    context: JobContext,
+    indexer: Indexer,
+    resource_type: str,
+    statement: str,
+    extra: tuple[Any, ...],
+    after: int,
+    done: int,
+    *,
+    record: bool = True,
+) -> int:
+    """Reindex the rows ``statement`` pages through, a batch per transaction; the count done."""
+    while True:
+        async with context.pool.connection() as conn, conn.transaction():
+            rows = await (
+                await conn.execute(statement, (resource_type, *extra, after, BATCH))
+            ).fetchall()
+            if not rows:
+                return done
+            await Repository(conn, indexer).reindex(resource_type, rows)
+        after = rows[-1][0]
+        done += len(rows)
+        if record:
+            positions = {**context.job.progress.get("after", {}), resource_type: after}
+            await context.progress(after=positions, done=done)
+        else:
+            await context.progress()  # stops here if the job was cancelled
