@@ -23,8 +23,8 @@ from fhir_server.api import rest
 from fhir_server.api.errors import operation_outcome
 from fhir_server.api.formats import read_body, render_resource
 from fhir_server.core.errors import FhirError, InvalidRequest, Issue, NotFound
-from fhir_server.operations.search_parameters import status_path
 from fhir_server.storage.jobs import Job, Jobs
+from fhir_server.storage.search_parameters import status_path
 
 __all__ = ["routes"]
 

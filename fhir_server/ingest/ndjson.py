@@ -36,11 +36,13 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import orjson
+import psycopg
 
 from fhir_server.core.errors import FhirError, Issue
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.storage.bulk import BatchEncoder, BulkWriter, EncodedBatch, WriteCounts, new_id
 from fhir_server.storage.repository import Indexer, check_resource, now_millis
+from fhir_server.storage.search_parameters import build_registry, load_definitions_sync
 from profiles.json_rules import check_structure
 from profiles.models import RESOURCE_TYPES
 
@@ -137,8 +139,11 @@ def load_ndjson(
     ``workers``: processes that validate and index (default: one per CPU; 0 runs it all here).
     ``initial=False`` never takes the empty-database path (``BulkWriter.start``).
     """
+    global _REGISTRY
     files = find_ndjson_files(paths)
-    # The worker processes fork before any connection or thread exists here.
+    _REGISTRY = _load_registry(conninfo)
+    # The worker processes fork before any connection or thread exists here (the one that
+    # read the registry is closed).
     pool = _executor(workers if workers is not None else os.cpu_count() or 1)
     writer = BulkWriter(conninfo)
     run = _Run(writer, pool, on_refused, on_progress, progress_every, time.monotonic())
@@ -249,7 +254,7 @@ class _Preparer:
     """Parses, validates and encodes the lines of a chunk."""
 
     def __init__(self) -> None:
-        indexer = Indexer(SearchRegistry.load_default())
+        indexer = Indexer(_REGISTRY or SearchRegistry.load_default())
         self.encoder = BatchEncoder(indexer)
         # As the REST API: the types the models define that have search parameters.
         self.types = RESOURCE_TYPES & indexer.registry.all_resource_types()
@@ -321,6 +326,19 @@ class _Preparer:
 
 
 _PREPARER: _Preparer | None = None
+# The registry with the database's custom search parameters, read before the workers fork.
+_REGISTRY: SearchRegistry | None = None
+
+
+def _load_registry(conninfo: str) -> SearchRegistry:
+    """The built-in parameters and the SearchParameters stored, indexed as the server would.
+
+    A pending one (its reindex job not done) is indexed too: the job may have passed these
+    resources already.
+    """
+    with psycopg.connect(conninfo) as conn:
+        definitions = load_definitions_sync(conn)
+    return build_registry(SearchRegistry.load_default(), definitions)
 
 
 def _start_worker() -> None:

@@ -78,7 +78,7 @@ def build_capability_statement(
     reverse: dict[str, list[str]] = {t: [] for t in served}
     for source in served:
         for code, p in sorted(registry.for_type(source).items()):
-            if p.type == "reference" and p.expression:
+            if p.type == "reference" and p.expression and p.pending is None:
                 for target in p.targets:
                     if target in reverse:
                         reverse[target].append(f"{source}:{code}")
@@ -118,7 +118,7 @@ def build_capability_statement(
                     *(
                         f"{resource_type}:{code}"
                         for code, p in sorted(registry.for_type(resource_type).items())
-                        if p.type == "reference" and p.expression
+                        if p.type == "reference" and p.expression and p.pending is None
                     ),
                 ],
                 "searchRevInclude": reverse[resource_type],

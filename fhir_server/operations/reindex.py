@@ -15,6 +15,7 @@ since the job was queued, so a write by a process that had not yet reloaded is n
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -62,6 +63,7 @@ async def run_reindex(
         types = [t for t in job.params.get("types", ()) if t in resource_types]
     indexer = Indexer(registry)
     indexed: dict[str, int] = dict(job.progress.get("indexed", {}))
+    started = time.monotonic()
     for resource_type in types:
         if resource_type in job.progress.get("finished", ()):
             continue
@@ -74,6 +76,7 @@ async def run_reindex(
         )
         finished = [*context.job.progress.get("finished", ()), resource_type]
         await context.progress(finished=finished, indexed=indexed)
+    scan_seconds = round(time.monotonic() - started, 3)
     # The last pass: what was written since the job was queued, now that every process has
     # loaded the definitions this job indexes.
     settled = job.created_at + timedelta(seconds=settle_seconds)
@@ -83,7 +86,7 @@ async def run_reindex(
     since = job.created_at - timedelta(seconds=1)
     for resource_type in types:
         await _scan(context, indexer, resource_type, _RECENT, (since,), 0, 0, record=False)
-    return {"indexed": indexed}
+    return {"indexed": indexed, "scanSeconds": scan_seconds}
 
 
 async def _definition_types(

@@ -17,77 +17,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from fhir_server.search.custom import InvalidDefinition, params_from_definition
-from fhir_server.search.registry import SearchParam, SearchRegistry
+from fhir_server.search.registry import SearchRegistry
 from fhir_server.storage.search_parameters import (
     SEARCH_PARAMETER_CHANNEL,
-    StoredDefinition,
+    build_registry,
     load_definitions,
 )
 
-__all__ = ["CustomSearchParameters", "build_registry", "status_path"]
+__all__ = ["CustomSearchParameters"]
 
 _log = logging.getLogger(__name__)
-
-
-def status_path(job_id: str) -> str:
-    """Where a reindex job's progress is polled, relative to the FHIR base."""
-    return f"$reindex-poll-status/{job_id}"
-
-
-def build_registry(base: SearchRegistry, definitions: Sequence[StoredDefinition]) -> SearchRegistry:
-    """``base`` with the active stored definitions, each pending until its reindex completed."""
-    added: list[SearchParam] = []
-    # Composites name their components by canonical URL, which may be another custom
-    # parameter's: resolve plain parameters first.
-    ordered = sorted(definitions, key=lambda d: d.body.get("type") == "composite")
-    for definition in ordered:
-        body = definition.body
-        if body.get("status") != "active":
-            continue  # draft and retired definitions are not searched (searchparameter.html)
-        try:
-            params = params_from_definition(body, base.with_params(added))
-        except InvalidDefinition as exc:
-            added.extend(_refused(definition, str(exc)))
-            continue
-        pending = _pending(definition)
-        added.extend(p if pending is None else replace(p, pending=pending) for p in params)
-    return base.with_params(added)
-
-
-def _pending(definition: StoredDefinition) -> str | None:
-    where = f"SearchParameter/{definition.id}"
-    if definition.job_id is None:
-        return f"{where} has no reindex job; update it to index it"
-    watch = f"see GET [base]/{status_path(definition.job_id)}"
-    if definition.job_state == "failed":
-        return f"indexing {where} failed: {definition.job_error}"
-    if definition.job_state == "cancelled":
-        return f"indexing {where} was cancelled; update it to index it again"
-    if definition.job_state != "completed" or definition.job_version != definition.version_id:
-        return f"{where} is being indexed ({watch})"
-    return None
-
-
-def _refused(definition: StoredDefinition, reason: str) -> list[SearchParam]:
-    """Placeholders that make a search with the parameter say why it cannot be used."""
-    code = definition.body.get("code")
-    bases = definition.body.get("base")
-    if not isinstance(code, str) or not isinstance(bases, list):
-        return []
-    pending = f"SearchParameter/{definition.id} cannot be indexed: {reason}"
-    return [
-        SearchParam(code=code, resource_type=b, type="special", expression=None, pending=pending)
-        for b in bases
-        if isinstance(b, str)
-    ]
 
 
 class CustomSearchParameters:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import orjson
 import psycopg
 import pytest
 
@@ -310,3 +311,21 @@ async def test_reindex_errors_are_operation_outcomes(client: httpx.AsyncClient) 
     location = kick.headers["Content-Location"].removeprefix("http://test")
     assert (await client.delete(location)).status_code == 202
     assert (await client.get(location)).status_code == 404
+
+
+async def test_the_bulk_load_indexes_custom_parameters(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/SearchParameter", json=_definition(_EXPRESSION))).is_success
+    assert (await _until_usable(client, "/Patient?housing-status=unstable")).is_success
+    lines = b"\n".join(
+        orjson.dumps(_patient(f"bulk{i}", "unstable" if i % 2 else "stable")) for i in range(6)
+    )
+    kick = await client.post(
+        "/$import", content=lines, headers={"Content-Type": "application/fhir+ndjson"}
+    )
+    assert kick.status_code == 202, kick.text
+    path = kick.headers["Content-Location"].removeprefix("http://test")
+    for _ in range(600):
+        if (await client.get(path)).status_code != 202:
+            break
+        await asyncio.sleep(0.1)
+    assert await _ids(client, "/Patient?housing-status=unstable") == {"bulk1", "bulk3", "bulk5"}
