@@ -18,13 +18,16 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from fhir_server.operations.search_parameters import CustomSearchParameters
 from fhir_server.search.custom import params_from_definition
+from fhir_server.search.extract import IndexExtractor, composite_code
+from fhir_server.search.registry import SearchParam, SearchRegistry
 from fhir_server.storage.jobs import JobContext
+from fhir_server.storage.reindex import reindex_params
 from fhir_server.storage.repository import Indexer, Repository
 
 __all__ = ["BATCH", "run_reindex"]
@@ -55,13 +58,20 @@ async def run_reindex(
     """Reindex the job's types; the summary is resources reindexed per type."""
     job = context.job
     registry = await parameters.refresh()
+    write: _Write
     if "searchParameter" in job.params:
-        types = await _definition_types(context, parameters)
-        if types is None:
+        params = await _definition_params(context, registry)
+        if not params:
             return {"indexed": {}, "note": "nothing to index: the definition is not active"}
+        types = sorted({p.resource_type for p in params})
+        write = _ParamsWriter(params, registry)
     else:
         types = [t for t in job.params.get("types", ()) if t in resource_types]
-    indexer = Indexer(registry)
+        indexer = Indexer(registry)
+
+        async def write(conn: Any, resource_type: str, rows: Sequence[Any]) -> None:
+            await Repository(conn, indexer).reindex(resource_type, rows)
+
     indexed: dict[str, int] = dict(job.progress.get("indexed", {}))
     started = time.monotonic()
     for resource_type in types:
@@ -71,9 +81,7 @@ async def run_reindex(
         done = int(context.job.progress.get("done", 0)) if after else 0  # resumed mid-type
         total = await _count(context, resource_type)
         await context.progress(type=resource_type, total=total, done=done)
-        indexed[resource_type] = await _scan(
-            context, indexer, resource_type, _SCAN, (), after, done
-        )
+        indexed[resource_type] = await _scan(context, write, resource_type, _SCAN, (), after, done)
         finished = [*context.job.progress.get("finished", ()), resource_type]
         await context.progress(finished=finished, indexed=indexed)
     scan_seconds = round(time.monotonic() - started, 3)
@@ -85,14 +93,42 @@ async def run_reindex(
         await asyncio.sleep(wait)
     since = job.created_at - timedelta(seconds=1)
     for resource_type in types:
-        await _scan(context, indexer, resource_type, _RECENT, (since,), 0, 0, record=False)
+        await _scan(context, write, resource_type, _RECENT, (since,), 0, 0, record=False)
     return {"indexed": indexed, "scanSeconds": scan_seconds}
 
 
-async def _definition_types(
-    context: JobContext, parameters: CustomSearchParameters
-) -> Sequence[str] | None:
-    """The base types of the job's SearchParameter; None when there is nothing to index.
+class _Write(Protocol):
+    async def __call__(self, conn: Any, resource_type: str, rows: Sequence[Any]) -> None: ...
+
+
+class _ParamsWriter:
+    """Rewrites only the rows of a SearchParameter's parameters (storage/reindex.py)."""
+
+    def __init__(self, params: Sequence[SearchParam], registry: SearchRegistry) -> None:
+        self.extractors = {
+            t: IndexExtractor([p for p in params if p.resource_type == t], registry=registry)
+            for t in {p.resource_type for p in params}
+        }
+        self.codes = {
+            t: [
+                code
+                for p in params
+                if p.resource_type == t
+                for code in (p.code, *(composite_code(p.code, i) for i in range(len(p.components))))
+            ]
+            for t in self.extractors
+        }
+
+    async def __call__(self, conn: Any, resource_type: str, rows: Sequence[Any]) -> None:
+        await reindex_params(
+            conn, resource_type, rows, self.extractors[resource_type], self.codes[resource_type]
+        )
+
+
+async def _definition_params(
+    context: JobContext, registry: SearchRegistry
+) -> Sequence[SearchParam]:
+    """The parameters of the job's SearchParameter; none when there is nothing to index.
 
     Raises InvalidDefinition (the job fails with its message) when it cannot be indexed.
     """
@@ -100,11 +136,11 @@ async def _definition_types(
     async with context.pool.connection() as conn:
         row = await (await conn.execute(_DEFINITION, (job.params["searchParameter"],))).fetchone()
     if row is None or row[1] or row[0] != job.params.get("versionId"):
-        return None  # deleted, or superseded by a newer version with a job of its own
+        return ()  # deleted, or superseded by a newer version with a job of its own
     body = orjson.loads(row[2])
     if body.get("status") != "active":
-        return None
-    return [p.resource_type for p in params_from_definition(body, parameters.base)]
+        return ()
+    return params_from_definition(body, registry)
 
 
 async def _count(context: JobContext, resource_type: str) -> int:
@@ -115,7 +151,7 @@ async def _count(context: JobContext, resource_type: str) -> int:
 
 async def _scan(
     context: JobContext,
-    indexer: Indexer,
+    write: _Write,
     resource_type: str,
     statement: str,
     extra: tuple[Any, ...],
@@ -132,7 +168,7 @@ async def _scan(
             ).fetchall()
             if not rows:
                 return done
-            await Repository(conn, indexer).reindex(resource_type, rows)
+            await write(conn, resource_type, rows)
         after = rows[-1][0]
         done += len(rows)
         if record:

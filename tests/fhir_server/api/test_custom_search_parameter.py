@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import orjson
@@ -329,3 +330,18 @@ async def test_the_bulk_load_indexes_custom_parameters(client: httpx.AsyncClient
             break
         await asyncio.sleep(0.1)
     assert await _ids(client, "/Patient?housing-status=unstable") == {"bulk1", "bulk3", "bulk5"}
+
+
+async def test_the_parameter_rows_equal_a_whole_reindex_and_rest_writes(
+    client: httpx.AsyncClient, clean_database: str, snapshot: Callable[[str], Any]
+) -> None:
+    """Rows the parameter's own reindex writes are those a whole reindex and a write make."""
+    for i in range(5):
+        assert (await client.put(f"/Patient/s{i}", json=_patient(f"s{i}", "unstable"))).is_success
+    assert (await client.post("/SearchParameter", json=_definition(_EXPRESSION))).is_success
+    assert (await _until_usable(client, "/Patient?housing-status=unstable")).is_success
+    assert (await client.put("/Patient/w", json=_patient("w", "stable"))).is_success
+    by_parameter_job = snapshot(clean_database)
+    kick = await client.post("/Patient/$reindex")
+    assert (await _finish(client, kick.headers["Content-Location"])).status_code == 200
+    assert snapshot(clean_database) == by_parameter_job
