@@ -27,8 +27,8 @@ from fhir_server.search.custom import params_from_definition
 from fhir_server.search.extract import IndexExtractor, composite_code
 from fhir_server.search.registry import SearchParam, SearchRegistry
 from fhir_server.storage.jobs import JobContext
-from fhir_server.storage.reindex import reindex_params
-from fhir_server.storage.repository import Indexer, Repository
+from fhir_server.storage.reindex import reindex_params, reindex_resources
+from fhir_server.storage.repository import Indexer
 
 __all__ = ["BATCH", "run_reindex"]
 
@@ -70,7 +70,7 @@ async def run_reindex(
         indexer = Indexer(registry)
 
         async def write(conn: Any, resource_type: str, rows: Sequence[Any]) -> None:
-            await Repository(conn, indexer).reindex(resource_type, rows)
+            await reindex_resources(conn, resource_type, rows, indexer)
 
     indexed: dict[str, int] = dict(job.progress.get("indexed", {}))
     started = time.monotonic()

@@ -260,15 +260,26 @@ async def test_a_transaction_bundle_defining_a_parameter_queues_its_reindex(
 
 
 async def test_reindex_restores_rows_of_resources_stored_before_an_index_existed(
-    client: httpx.AsyncClient, clean_database: str
+    client: httpx.AsyncClient, clean_database: str, snapshot: Callable[[str], Any]
 ) -> None:
     for i in range(7):
         body = _patient(f"r{i}", None) | {"name": [{"family": f"Zebedee{i}"}]}
         assert (await client.put(f"/Patient/r{i}", json=body)).is_success
+        observation = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "71802-3"}]},
+            "subject": {"reference": f"Patient/r{i}"},
+            "effectiveDateTime": f"2026-0{i + 1}-01",
+            "text": {"status": "generated", "div": f"<div>Housing check {i}</div>"},
+        }
+        assert (await client.post("/Observation", json=observation)).is_success
+    written = snapshot(clean_database)
     # As if they had been stored before the string and full-text indexes were added.
     with psycopg.connect(libpq_url(clean_database), autocommit=True) as conn:
         conn.execute("DELETE FROM idx_string WHERE resource_type = 'Patient'")
-        conn.execute("DELETE FROM idx_text WHERE resource_type = 'Patient'")
+        conn.execute("DELETE FROM idx_text")
+        conn.execute("DELETE FROM compartment WHERE resource_type = 'Observation'")
     assert await _ids(client, "/Patient?family=Zebedee") == set()
     assert await _ids(client, "/Patient?_content=zebedee3") == set()
 
@@ -279,6 +290,15 @@ async def test_reindex_restores_rows_of_resources_stored_before_an_index_existed
     assert done.status_code == 200, done.text
     assert len(await _ids(client, "/Patient?family=Zebedee")) == 7
     assert await _ids(client, "/Patient?_content=zebedee3") == {"r3"}
+
+    # Every type: what a reindex writes is exactly what the writes wrote.
+    everything = await client.post("/$reindex")
+    assert everything.status_code == 202
+    done = await _finish(client, everything.headers["Content-Location"])
+    assert done.status_code == 200, done.text
+    assert snapshot(clean_database) == written
+    assert await _ids(client, "/Observation?_text=housing") != set()
+    assert len(await _ids(client, "/Patient/r2/Observation")) == 1
 
     # The system-level form, narrowed by a Parameters body.
     narrowed = await client.post(
