@@ -111,8 +111,8 @@ def _run(base: str, url: str) -> None:
     print(f"\n{os.cpu_count()} cores")
     print(
         f"reindexed {indexed:,} Patients: {indexed / float(scanning):,.0f} resources/s"
-        f" (scan {float(scanning):.1f} s; job {float(total):.1f} s with its settle wait"
-        " and last pass)"
+        f" (scan {float(scanning):.1f} s; the job {float(total):.1f} s in all, with its wait"
+        " for every process to reload and its last pass over recent writes)"
     )
     print(f"from the POST to the first answering search: {usable:.1f} s")
 
