@@ -10,7 +10,6 @@ once; they also poll, so a lost notification only delays a job.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -20,6 +19,8 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
+
+from fhir_server.storage.notify import NotifiedLoop
 
 __all__ = ["JOB_CHANNEL", "Job", "JobCancelled", "JobContext", "JobRunner", "Jobs"]
 
@@ -208,7 +209,7 @@ def _as_dict(job: Job) -> dict[str, Any]:
 Handler = Callable[[JobContext], Awaitable[Mapping[str, Any]]]
 
 
-class JobRunner:
+class JobRunner(NotifiedLoop):
     """Claims and runs jobs in this process, one at a time, until stopped."""
 
     def __init__(
@@ -220,34 +221,13 @@ class JobRunner:
         poll_seconds: float = 5.0,
         stale_seconds: float = 120.0,
     ) -> None:
+        super().__init__(conninfo, JOB_CHANNEL, poll_seconds, "jobs")
         self.pool = pool
-        self.conninfo = conninfo
         self.handlers = dict(handlers)
-        self.poll_seconds = poll_seconds
         self.stale_seconds = stale_seconds
-        self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopped = False
 
-    def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._run(), name="jobs"),
-            asyncio.create_task(self._listen(), name="jobs-listen"),
-        ]
-
-    async def stop(self) -> None:
-        # Python 3.11's wait_for can swallow a cancel that arrives as the event is set: the
-        # flag ends the loop whatever happens to the cancel.
-        self._stopped = True
-        self._wake.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-    async def _run(self) -> None:
-        while not self._stopped:
+    async def run(self) -> None:
+        while not self.stopped:
             job = None
             try:
                 async with self.pool.connection() as conn:
@@ -259,9 +239,7 @@ class JobRunner:
                 raise
             except Exception as exc:  # the runner outlives any one failure
                 _log.warning("job runner: %s", type(exc).__name__)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            await self.wait()
 
     async def _execute(self, job: Job) -> None:
         context = JobContext(job, self.pool)
@@ -287,22 +265,6 @@ class JobRunner:
             await asyncio.sleep(self.stale_seconds / 4)
             async with self.pool.connection() as conn:
                 await Jobs(conn).beat(context.job.id, context.job.progress)
-
-    async def _listen(self) -> None:
-        import psycopg
-
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.conninfo, autocommit=True
-                ) as conn:
-                    await conn.execute(f"LISTEN {JOB_CHANNEL}")
-                    async for _ in conn.notifies():
-                        self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                await asyncio.sleep(self.poll_seconds)
 
 
 def _describe(exc: Exception) -> str:
