@@ -3,7 +3,9 @@
 A transaction is one database transaction. Its entries run in the order the specification sets
 (DELETE, POST, PUT and PATCH, then GET and HEAD), after the server has given every created
 resource its id and rewritten the bundle's references: ``urn:uuid:`` and other ``fullUrl``s of
-its own entries, and conditional references such as ``Patient?identifier=...``. Any failure rolls
+its own entries, and conditional references such as ``Patient?identifier=...``. Creates are
+validated as their entries come and written together, one COPY per table
+(``storage/batch.py``), before any other entry reads or writes. Any failure rolls
 the whole bundle back and answers with the failing entry's OperationOutcome. The advisory locks
 of conditional entries are taken in one sorted pass before any write, so two identical
 transactions arriving together serialize instead of deadlocking, and the second finds what the
@@ -43,6 +45,7 @@ from fhir_server.core.errors import (
 )
 from fhir_server.operations.patch import apply_fhirpath_patch, apply_json_patch
 from fhir_server.search.parse import SearchRequest, parse_search
+from fhir_server.storage.batch import CreateBatch
 from fhir_server.storage.repository import (
     Repository,
     StoredResource,
@@ -60,8 +63,11 @@ _STATUS_TEXT = {
     204: "204 No Content",
     304: "304 Not Modified",
 }
-_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+_LOCKS = "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(%s::text[]) AS k"
 _VERSION = re.compile(r"[0-9]{1,9}")
+# Deepest nesting of objects and arrays a resource may have: the stored JSON text must be
+# writable (orjson refuses more than 254 levels), and no FHIR resource comes near it.
+_DEPTH_MAX = 200
 
 
 @dataclass(slots=True)
@@ -84,6 +90,11 @@ class _Entry:
     # whether a conditional create found an existing resource instead.
     target_id: str | None = None
     matched: bool = False
+    # Whether the resource holds a conditional reference (``Patient?identifier=...``) to
+    # resolve before it is written; None until ``_rewrite`` has looked.
+    conditional: bool | None = None
+    # The parsed ifNoneExist (POST) or url criteria (PUT, DELETE, PATCH), once parsed.
+    criteria: SearchRequest | None = None
 
     @property
     def where(self) -> str:
@@ -246,6 +257,15 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _condition(context: _Context, entry: _Entry) -> SearchRequest:
+    """The entry's conditional criteria: its ifNoneExist if a POST, else its url's query."""
+    if entry.criteria is None:
+        text = entry.if_none_exist if entry.method == "POST" else entry.query
+        assert entry.resource_type is not None and text is not None
+        entry.criteria = _criteria(context, entry.resource_type, text)
+    return entry.criteria
+
+
 def _criteria(context: _Context, resource_type: str, text: str) -> SearchRequest:
     items = parse_qsl(text, keep_blank_values=True)
     if not items:
@@ -284,14 +304,48 @@ async def _transaction(context: _Context, entries: list[_Entry]) -> dict[int, _R
                 if entry.resource is not None:
                     entry.resource = _rewrite(entry, entry.resource, references)
             results: dict[int, _Result] = {}
+            # Plain creates are gathered and written together (storage/batch.py), before any
+            # other entry touches the database, so each entry still sees every earlier one.
+            creates = CreateBatch(repo)
+            waiting: list[_Entry] = []
             for entry in sorted(entries, key=lambda e: (_PHASE[e.method], e.index)):
                 try:
+                    if _plain_create(entry):
+                        assert entry.resource_type is not None and entry.target_id is not None
+                        assert entry.resource is not None
+                        creates.add(entry.resource_type, entry.target_id, entry.resource)
+                        waiting.append(entry)
+                        continue
+                    if not (entry.method == "POST" and entry.matched):
+                        await _write_creates(context, creates, waiting, results)
                     results[entry.index] = await _execute(context, repo, entry)
                 except FhirError as error:
                     raise _EntryError(entry, error) from None
+            await _write_creates(context, creates, waiting, results)
             return results
     except psycopg.errors.DeadlockDetected:
         raise Conflict("the transaction collided with another one; retry it") from None
+
+
+def _plain_create(entry: _Entry) -> bool:
+    """A POST the plan gave a new id, whose resource holds no conditional reference."""
+    return (
+        entry.method == "POST"
+        and entry.target_id is not None
+        and not entry.matched
+        and entry.conditional is False
+    )
+
+
+async def _write_creates(
+    context: _Context, creates: CreateBatch, waiting: list[_Entry], results: dict[int, _Result]
+) -> None:
+    """Write the gathered creates and give each of their entries its result."""
+    if not waiting:
+        return
+    for entry, stored in zip(waiting, await creates.write(), strict=True):
+        results[entry.index] = _written(context, stored, True)
+    waiting.clear()
 
 
 async def _lock_conditions(context: _Context, repo: Repository, entries: list[_Entry]) -> None:
@@ -305,12 +359,13 @@ async def _lock_conditions(context: _Context, repo: Repository, entries: list[_E
         if text and entry.method in {"POST", "PUT", "DELETE", "PATCH"}:
             assert entry.resource_type is not None
             try:
-                criteria = _criteria(context, entry.resource_type, text)
+                criteria = _condition(context, entry)
             except FhirError as error:
                 raise _EntryError(entry, error) from None
             keys.add(normalize_criteria(entry.resource_type, criteria.query))
-    for key in sorted(keys):
-        await repo.conn.execute(_LOCK, (key,))
+    if keys:
+        # One statement, the locks taken in the array's (sorted) order.
+        await repo.conn.execute(_LOCKS, (sorted(keys),))
 
 
 async def _plan(context: _Context, repo: Repository, entries: list[_Entry]) -> dict[str, str]:
@@ -356,7 +411,7 @@ async def _plan_entry(context: _Context, repo: Repository, entry: _Entry) -> Non
     assert entry.resource_type is not None
     if entry.method == "POST":
         if entry.if_none_exist:
-            criteria = _criteria(context, entry.resource_type, entry.if_none_exist)
+            criteria = _condition(context, entry)
             found = await repo.find(criteria)
             if len(found) > 1:
                 raise MultipleMatches("the ifNoneExist criteria match more than one resource")
@@ -366,7 +421,7 @@ async def _plan_entry(context: _Context, repo: Repository, entry: _Entry) -> Non
         entry.target_id = str(uuid.uuid4())
     elif entry.method in {"PUT", "PATCH"} and entry.id is None:
         assert entry.query is not None
-        criteria = _criteria(context, entry.resource_type, entry.query)
+        criteria = _condition(context, entry)
         found = await repo.find(criteria)
         if len(found) > 1:
             raise MultipleMatches("the criteria match more than one resource")
@@ -383,50 +438,66 @@ async def _plan_entry(context: _Context, repo: Repository, entry: _Entry) -> Non
 
 
 def _rewrite(entry: _Entry, resource: dict[str, Any], references: dict[str, str]) -> dict[str, Any]:
-    """The resource with references to other entries and conditional references resolved."""
+    """The resource with references to other entries resolved, in place.
 
-    urns = [u for u in references if u.startswith("urn:")]
+    Every ``reference`` naming an entry's fullUrl, every other element whose whole value is an
+    entry's ``urn:``, and the entries' ``urn:``s in the narrative become ``Type/id``. It notes on
+    the entry whether a conditional reference (``Type?criteria``) is left to resolve.
+    """
+    conditional = False
 
-    def visit(value: Any) -> Any:
-        if isinstance(value, dict):
-            out = {}
-            for key, item in value.items():
-                if key == "reference" and isinstance(item, str):
-                    out[key] = _resolve(item)
-                elif key == "div" and isinstance(item, str) and "urn:" in item:
-                    for urn in urns:  # links in the narrative name the entries too
-                        item = item.replace(urn, references[urn])
-                    out[key] = item
-                elif isinstance(item, str) and item in references and item.startswith("urn:"):
-                    out[key] = references[item]  # a uri element naming an entry
-                else:
-                    out[key] = visit(item)
-            return out
-        if isinstance(value, list):
-            return [visit(v) for v in value]
-        return value
+    def visit_dict(value: dict[str, Any], depth: int) -> None:
+        nonlocal conditional
+        if depth > _DEPTH_MAX:
+            raise RecursionError
+        for key, item in value.items():
+            kind = type(item)
+            if kind is str:
+                if key == "reference":
+                    found = references.get(item)
+                    if found is not None:
+                        value[key] = found
+                    elif item.startswith("urn:uuid:") or item.startswith("urn:oid:"):
+                        raise _EntryError(
+                            entry,
+                            InvalidRequest(f"the reference {item} is not the fullUrl of any entry"),
+                        )
+                    elif not conditional and _is_conditional(item):
+                        conditional = True
+                elif key == "div":
+                    if "urn:" in item:
+                        for urn, target in references.items():
+                            if urn.startswith("urn:"):  # links in the narrative name entries too
+                                item = item.replace(urn, target)
+                        value[key] = item
+                elif item.startswith("urn:") and item in references:
+                    value[key] = references[item]  # a uri element naming an entry
+            elif kind is dict:
+                visit_dict(item, depth + 1)
+            elif kind is list:
+                visit_list(item, depth + 1)
 
-    def _resolve(reference: str) -> str:
-        if reference in references:
-            return references[reference]
-        if reference.startswith("urn:uuid:") or reference.startswith("urn:oid:"):
-            raise _EntryError(
-                entry,
-                InvalidRequest(f"the reference {reference} is not the fullUrl of any entry"),
-            )
-        return reference
+    def visit_list(value: list[Any], depth: int) -> None:
+        for item in value:
+            kind = type(item)
+            if kind is dict:
+                visit_dict(item, depth + 1)
+            elif kind is list:
+                visit_list(item, depth + 1)
 
     try:
-        return visit(resource)
+        visit_dict(resource, 1)
     except RecursionError:
         raise _EntryError(entry, InvalidRequest("the resource is nested too deeply")) from None
+    entry.conditional = conditional
+    return resource
 
 
 async def _resolve_conditional_references(
     context: _Context, repo: Repository, entry: _Entry, cache: dict[str, str]
 ) -> None:
     """Rewrite ``Type?criteria`` references to the single resource they match."""
-    if entry.resource is None:
+    if entry.resource is None or entry.conditional is False:
         return
     pending: list[str] = []
 
@@ -498,17 +569,13 @@ async def _execute(context: _Context, repo: Repository, entry: _Entry) -> _Resul
             await repo.delete(resource_type, entry.id, if_match=entry.if_match)
         else:
             assert entry.query is not None
-            criteria = _criteria(context, resource_type, entry.query)
+            criteria = _condition(context, entry)
             await repo.conditional_delete(criteria, if_match=entry.if_match)
         return _Result(204)
     if entry.method == "POST":
         assert entry.resource is not None
         if entry.target_id is None:  # a batch entry: nothing was planned
-            condition = (
-                _criteria(context, resource_type, entry.if_none_exist)
-                if entry.if_none_exist
-                else None
-            )
+            condition = _condition(context, entry) if entry.if_none_exist else None
             outcome = await repo.create(
                 resource_type, dict(entry.resource), if_none_exist=condition
             )
@@ -530,7 +597,7 @@ async def _execute(context: _Context, repo: Repository, entry: _Entry) -> _Resul
             )
         else:
             assert entry.query is not None
-            criteria = _criteria(context, resource_type, entry.query)
+            criteria = _condition(context, entry)
             outcome = await repo.conditional_update(
                 criteria, entry.resource, if_match=entry.if_match
             )
@@ -539,7 +606,7 @@ async def _execute(context: _Context, repo: Repository, entry: _Entry) -> _Resul
         target = entry.id or entry.target_id
         if target is None:  # a conditional patch in a batch: nothing was planned
             assert entry.query is not None
-            found = await repo.find(_criteria(context, resource_type, entry.query))
+            found = await repo.find(_condition(context, entry))
             if len(found) != 1:
                 raise (MultipleMatches if found else NotFound)(
                     "the conditional patch criteria must match exactly one resource"
