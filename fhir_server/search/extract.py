@@ -278,6 +278,7 @@ _TAG = re.compile(r"<[^>]*>")
 # Strings that are not text: the narrative's XHTML (indexed as its text instead), base64 data
 # (Attachment.data, Binary.data) and the resource's own bookkeeping.
 _NOT_TEXT = frozenset({"div", "data", "resourceType", "id", "meta"})
+_SCALARS = frozenset({bool, int, float, type(None)})
 
 
 def extract_text(resource: Mapping[str, Any]) -> tuple[str, str]:
@@ -294,10 +295,23 @@ def extract_text(resource: Mapping[str, Any]) -> tuple[str, str]:
     parts = [narrative] if narrative else []
     size = len(narrative)
     stack: list[Any] = [v for k, v in resource.items() if k not in _NOT_TEXT]
+    pop, push, add = stack.pop, stack.append, parts.append
     while stack and size < TEXT_MAX:
-        value = stack.pop()
-        if isinstance(value, str):
-            parts.append(value)
+        value = pop()
+        kind = type(value)  # exact types first: parsed JSON has no others, and ABC checks cost
+        if kind is str:
+            add(value)
+            size += len(value) + 1
+        elif kind is dict:
+            for key, item in value.items():
+                if key not in _NOT_TEXT:
+                    push(item)
+        elif kind is list:
+            stack.extend(value)
+        elif kind in _SCALARS:
+            continue
+        elif isinstance(value, str):
+            add(value)
             size += len(value) + 1
         elif isinstance(value, Mapping):
             stack.extend(v for k, v in value.items() if k not in _NOT_TEXT)
