@@ -328,19 +328,6 @@ _UPDATE = (
     + _insert_index("%(rid)s", "")
     + " SELECT 1"
 )
-# A reindex: every index row of a stored resource made anew, the resource itself untouched.
-_REINDEX = (
-    "WITH "
-    + ", ".join(
-        f"d_{table} AS (DELETE FROM {table} WHERE resource_type = %(t)s AND rid = %(rid)s)"
-        for table, _ in INDEX_LAYOUT.values()
-    )
-    + ", d_idx_text AS (DELETE FROM idx_text WHERE resource_type = %(t)s AND rid = %(rid)s)"
-    + ", d_compartment AS (DELETE FROM compartment WHERE resource_type = %(t)s"
-    " AND rid = %(rid)s AND NOT compartment_id = ANY(%(patients)s::text[])), "
-    + _insert_index("%(rid)s", "")
-    + " SELECT 1"
-)
 # Every index row of a resource (on delete), all tables in one round trip.
 _DROP_INDEX = (
     "WITH "
@@ -719,22 +706,6 @@ class Repository:
         if not found:
             return None
         return await self.delete(criteria.resource_type, found[0], if_match=if_match)
-
-    async def reindex(
-        self, resource_type: str, resources: Sequence[tuple[int, str, str | bytes]]
-    ) -> None:
-        """Make every index row of the stored ``(rid, id, body)`` anew with the current registry."""
-        params = [
-            {
-                "t": resource_type,
-                "rid": rid,
-                **self._index_params(resource_type, id, orjson.loads(body)),
-            }
-            for rid, id, body in resources
-        ]
-        if params:
-            async with self.conn.cursor() as cursor:
-                await cursor.executemany(_REINDEX, params)
 
     async def lock_resource(self, resource_type: str, id: str) -> None:
         """Hold off other writes of ``resource_type/id`` until this transaction ends.
