@@ -150,8 +150,14 @@ def _wait(url: str, process: subprocess.Popen[bytes]) -> None:
 
 
 def wrk(
-    url: str, script: str, args: list[str], duration: int, connections: int
+    url: str,
+    script: str,
+    args: list[str],
+    duration: int,
+    connections: int,
+    cpu_of: dict[str, int] | None = None,
 ) -> dict[str, float]:
+    """One wrk run; with ``cpu_of`` (name -> root pid), also the CPU ms per request of each."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
         lua.write(script)
     command = [
@@ -166,17 +172,78 @@ def wrk(
         url,
         *(["--", *args] if args else []),
     ]
+    before = _cpu_snapshot(cpu_of or {})
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    after = _cpu_snapshot(cpu_of or {})
     os.unlink(lua.name)
     line = next(line for line in output.splitlines() if line.startswith("RESULT"))
     values = dict(item.split("=") for item in line.split()[1:])
     seconds = int(values["duration_us"]) / 1e6
+    cpu = _cpu_ms_per_request(before, after, int(values["requests"]))
+    # Cores busy with anything else (other users of the machine, wrk itself): how noisy it was.
+    others = (cpu.pop("machine") - sum(cpu.values())) * int(values["requests"]) / 1000 / seconds
     return {
+        **{f"cpu_{name}": ms for name, ms in cpu.items()},
+        "other_cores": others,
         "rps": int(values["requests"]) / seconds,
         "p50_ms": int(values["p50"]) / 1000,
         "p95_ms": int(values["p95"]) / 1000,
         "p99_ms": int(values["p99"]) / 1000,
         "errors": int(values["errors"]) + int(values["non2xx"]),
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used (/proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _cpu_snapshot(roots: dict[str, int]) -> dict[str, dict[int, float]]:
+    snapshot = {
+        name: {pid: _cpu_seconds(pid) for pid in _tree(root)} for name, root in roots.items()
+    }
+    # The whole machine's busy CPU seconds (all but idle and iowait), under a pid no process has.
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    snapshot["machine"] = {-1: busy / os.sysconf("SC_CLK_TCK")}
+    return snapshot
+
+
+def _cpu_ms_per_request(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], requests: float
+) -> dict[str, float]:
+    """CPU milliseconds per request of each process tree, from two snapshots around a run.
+
+    Processes that ended in between are left out; ones that started count from zero.
+    """
+    return {
+        name: sum(cpu - before[name].get(pid, 0.0) for pid, cpu in after[name].items())
+        * 1000
+        / max(requests, 1)
+        for name in after
     }
 
 
@@ -202,6 +269,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--port", type=int, default=8180)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["read", "search", "create", "floor"],
+        help="run only these parts (repeatable); default: all",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="timed runs of each part, one after another"
+    )
     options = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     if shutil.which("wrk") is None:
@@ -219,9 +295,9 @@ def main() -> None:
                 f"bulk load (validate + index + COPY, {os.cpu_count()} processes): "
                 f"{load_rate:,.0f} resources/s"
             )
-        print(
-            f"raw COPY of the same JSON (1 process): {raw_copy_rate(dsn, 100_000):,.0f} resources/s"
-        )
+        if not options.only:
+            rate = raw_copy_rate(dsn, 100_000)
+            print(f"raw COPY of the same JSON (1 process): {rate:,.0f} resources/s")
         with psycopg.connect(dsn, autocommit=True) as conn:
             # Settle the database so that no autovacuum or checkpoint lands inside a timed run.
             conn.execute("VACUUM ANALYZE")
@@ -275,8 +351,18 @@ def main() -> None:
             },
         }
         env = {**os.environ, "SDOH_FHIR_DATABASE_URL": url}
+        postmaster = int((embedded.pgdata / "postmaster.pid").read_text().split()[0])
+        parts = set(options.only or ["read", "search", "create", "floor"])
         base = f"http://127.0.0.1:{options.port}"
         results: dict[str, dict[str, float]] = {}
+
+        def timed(name: str, url: str, script: str, args: list[str], roots: dict[str, int]) -> None:
+            wrk(url, script, args, 3, options.connections)  # warm-up
+            for run in range(options.runs):
+                label = name if options.runs == 1 else f"{name} {run + 1}"
+                results[label] = wrk(
+                    url, script, args, options.duration, options.connections, roots
+                )
 
         server = _start(
             [
@@ -293,6 +379,7 @@ def main() -> None:
         )
         try:
             _wait(f"{base}/metadata", server)
+            roots = {"server": server.pid, "postgres": postmaster}
             for name, path, script, args in [
                 ("read", "", _RANDOM_PATHS, [str(work / "read.txt")]),
                 ("search", "", _RANDOM_PATHS, [str(work / "search.txt")]),
@@ -303,13 +390,14 @@ def main() -> None:
                     [],
                 ),
             ]:
-                wrk(base + path, script, args, 3, options.connections)  # warm-up
-                results[name] = wrk(
-                    base + path, script, args, options.duration, options.connections
-                )
+                if name in parts:
+                    timed(name, base + path, script, args, roots)
         finally:
             _stop(server)
 
+        if "floor" not in parts:
+            _report(options, results)
+            return
         floor = _start(
             [
                 sys.executable,
@@ -328,26 +416,38 @@ def main() -> None:
         )
         try:
             _wait(f"{base}/Patient/none", floor)
-            wrk(base, _RANDOM_PATHS, [str(work / "read.txt")], 3, options.connections)
-            results["floor read"] = wrk(
-                base, _RANDOM_PATHS, [str(work / "read.txt")], options.duration, options.connections
+            timed(
+                "floor read",
+                base,
+                _RANDOM_PATHS,
+                [str(work / "read.txt")],
+                {"server": floor.pid, "postgres": postmaster},
             )
         finally:
             _stop(floor)
     finally:
         embedded.stop()
+    _report(options, results)
 
+
+def _report(options: argparse.Namespace, results: dict[str, dict[str, float]]) -> None:
     print(
         f"\nconcurrency {options.connections}, {options.workers} workers, "
         f"{options.duration}s per run, {os.cpu_count()} cores"
     )
-    print(f"{'':12} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"{'':12} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        f" {'CPU ms/req: server':>19} {'postgres':>9} {'other cores':>12}"
+    )
     for name, r in results.items():
         print(
             f"{name:12} {r['rps']:9,.0f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} "
             f"{r['p99_ms']:8.1f} {r['errors']:7.0f}"
+            f" {r['cpu_server']:19.2f} {r['cpu_postgres']:9.2f} {r['other_cores']:12.2f}"
         )
-    print(f"read / floor read: {results['read']['rps'] / results['floor read']['rps']:.0%}")
+    print("other cores: CPU the rest of the machine used meanwhile (wrk, other users), in cores")
+    if "read" in results and "floor read" in results:
+        print(f"read / floor read: {results['read']['rps'] / results['floor read']['rps']:.0%}")
 
 
 if __name__ == "__main__":

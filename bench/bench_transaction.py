@@ -145,7 +145,15 @@ def main() -> None:
             _wait(f"{base}/metadata", server)
             args = [str(work / "bundles.ndjson")]
             wrk(base, _BODIES, args, 3, options.connections)  # warm-up
-            result = wrk(base, _BODIES, args, options.duration, options.connections)
+            postmaster = int((embedded.pgdata / "postmaster.pid").read_text().split()[0])
+            result = wrk(
+                base,
+                _BODIES,
+                args,
+                options.duration,
+                options.connections,
+                cpu_of={"server": server.pid, "postgres": postmaster},
+            )
         finally:
             _stop(server)
     finally:
@@ -159,6 +167,12 @@ def main() -> None:
         f"transactions/s {result['rps']:,.1f}  resources/s {result['rps'] * mean_entries:,.0f}  "
         f"p50 {result['p50_ms']:.0f} ms  p95 {result['p95_ms']:.0f} ms  "
         f"errors {result['errors']:.0f}"
+    )
+    # CPU per resource: what the 2 cores must fit, so the figure to compare across noisy runs.
+    print(
+        f"CPU ms per resource: server {result['cpu_server'] / mean_entries:.3f}  "
+        f"postgres {result['cpu_postgres'] / mean_entries:.3f}  "
+        f"(other work on the machine: {result['other_cores']:.2f} cores)"
     )
 
 

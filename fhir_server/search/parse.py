@@ -275,6 +275,8 @@ class SearchRequest:
 
 def split_escaped(text: str, separator: str) -> list[str]:
     r"""Split on ``separator`` where not escaped with ``\``; escapes are kept for the caller."""
+    if "\\" not in text:
+        return text.split(separator)
     parts: list[str] = []
     current: list[str] = []
     i = 0
@@ -295,6 +297,8 @@ def split_escaped(text: str, separator: str) -> list[str]:
 
 
 def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
     return re.sub(r"\\([,|$\\])", r"\1", text)
 
 
