@@ -53,20 +53,28 @@ def observation(**elements: Any) -> dict[str, Any]:
         (patient(name={"family": "Shaw"}), ("Patient.name", ARRAY)),
         (patient(name=[{"family": ""}]), ("Patient.name[0].family", EMPTY_STRING)),
         (patient(name=[{"given": ["Amy", 7]}]), ("Patient.name[0].given[1]", STRING)),
-        (patient(name=[{"given": [["Amy"]]}]),
-         ("Patient.name[0].given[0]", "must not be a JSON array (arrays do not nest)")),
+        (
+            patient(name=[{"given": [["Amy"]]}]),
+            ("Patient.name[0].given[0]", "must not be a JSON array (arrays do not nest)"),
+        ),
         (patient(maritalStatus="M"), ("Patient.maritalStatus", OBJECT)),
         (patient(text={"status": "generated", "div": ""}), ("Patient.text.div", EMPTY_STRING)),
         (patient(_birthDate="x"), ("Patient._birthDate", OBJECT)),
         (patient(_birthDate={}), ("Patient._birthDate", EMPTY_OBJECT)),
-        (patient(_birthDate={"extension": [{"url": "http://x", "valueBoolean": "yes"}]}),
-         ("Patient._birthDate.extension[0].valueBoolean", BOOLEAN)),
+        (
+            patient(_birthDate={"extension": [{"url": "http://x", "valueBoolean": "yes"}]}),
+            ("Patient._birthDate.extension[0].valueBoolean", BOOLEAN),
+        ),
         (observation(valueQuantity={"value": "1.5"}), ("Observation.valueQuantity.value", NUMBER)),
         (observation(valueQuantity={"value": False}), ("Observation.valueQuantity.value", NUMBER)),
-        (observation(valueQuantity={"value": float("nan")}),
-         ("Observation.valueQuantity.value", NUMBER)),
-        (observation(component=[{"code": {"text": "y"}, "valueQuantity": {"value": "1"}}]),
-         ("Observation.component[0].valueQuantity.value", NUMBER)),
+        (
+            observation(valueQuantity={"value": float("nan")}),
+            ("Observation.valueQuantity.value", NUMBER),
+        ),
+        (
+            observation(component=[{"code": {"text": "y"}, "valueQuantity": {"value": "1"}}]),
+            ("Observation.component[0].valueQuantity.value", NUMBER),
+        ),
         (observation(valueInteger=None), ("Observation.valueInteger", NULL)),
     ],
 )
@@ -118,11 +126,17 @@ def test_a_null_placeholder_needs_an_entry_in_the_other_array() -> None:
 
 
 def test_contained_resources_are_checked_by_their_own_type() -> None:
-    resource = patient(contained=[
-        {"resourceType": "Organization", "id": "o1", "active": "yes"},
-        {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-         "valueQuantity": {"value": "2"}},
-    ])
+    resource = patient(
+        contained=[
+            {"resourceType": "Organization", "id": "o1", "active": "yes"},
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "x"},
+                "valueQuantity": {"value": "2"},
+            },
+        ]
+    )
     assert check_json_rules(resource) == [
         ("Patient.contained[0].active", BOOLEAN),
         ("Patient.contained[1].valueQuantity.value", NUMBER),
@@ -131,7 +145,8 @@ def test_contained_resources_are_checked_by_their_own_type() -> None:
 
 def test_bundle_entries_are_checked() -> None:
     bundle = {
-        "resourceType": "Bundle", "type": "collection",
+        "resourceType": "Bundle",
+        "type": "collection",
         "entry": [
             {"fullUrl": "urn:uuid:1", "resource": patient(active=True)},
             {"resource": patient(active="true")},
@@ -180,8 +195,11 @@ def test_deep_nesting_does_not_exhaust_the_stack() -> None:
 def test_paths_match_the_models_paths() -> None:
     for resource in (
         patient(active="maybe"),
-        {"resourceType": "Bundle", "type": "collection",
-         "entry": [{"resource": patient(active="maybe")}]},
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": patient(active="maybe")}],
+        },
     ):
         with pytest.raises(ResourceInvalid) as caught:
             validate_resource(resource)
@@ -200,14 +218,46 @@ def test_sdohcc_examples_pass() -> None:
 
 
 # Keys that reach into the Patient model (and below), mixed with ones it does not know.
-_KEYS = st.sampled_from([
-    "active", "gender", "birthDate", "_birthDate", "multipleBirthInteger", "name", "family",
-    "given", "_given", "extension", "url", "valueBoolean", "valueDecimal", "valueInteger",
-    "contained", "resourceType", "id", "text", "div", "telecom", "value", "period", "start",
-    "link", "other", "Patient", "Bundle", "entry", "resource", "",
-]) | st.text(max_size=8)
+_KEYS = st.sampled_from(
+    [
+        "active",
+        "gender",
+        "birthDate",
+        "_birthDate",
+        "multipleBirthInteger",
+        "name",
+        "family",
+        "given",
+        "_given",
+        "extension",
+        "url",
+        "valueBoolean",
+        "valueDecimal",
+        "valueInteger",
+        "contained",
+        "resourceType",
+        "id",
+        "text",
+        "div",
+        "telecom",
+        "value",
+        "period",
+        "start",
+        "link",
+        "other",
+        "Patient",
+        "Bundle",
+        "entry",
+        "resource",
+        "",
+    ]
+) | st.text(max_size=8)
 _SCALARS = (
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
     | st.sampled_from(["Patient", "Observation", "Bundle", "HumanName", "Resource", "Type"])
 )
 _JSON = st.recursive(

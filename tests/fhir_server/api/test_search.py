@@ -306,16 +306,37 @@ async def test_tag_profile_security_source(client: httpx.AsyncClient) -> None:
 
 
 async def test_uri_number_and_reference_identifier(client: httpx.AsyncClient) -> None:
-    await _put(client, {"resourceType": "RiskAssessment", "id": "r1", "status": "final",
-                        "subject": {"reference": "Patient/p9"},
-                        "prediction": [{"probabilityDecimal": 0.25}]})
-    await _put(client, {"resourceType": "RiskAssessment", "id": "r2", "status": "final",
-                        "subject": {"reference": "http://other.example/fhir/Patient/p9"},
-                        "prediction": [{"probabilityDecimal": 0.8}]})
-    await _put(client, {"resourceType": "Task", "id": "t1", "status": "requested",
-                        "intent": "order",
-                        "owner": {"identifier": {"system": "urn:npi", "value": "1234567893"}},
-                        "meta": {"source": "https://ehr.example/fhir/"}})
+    await _put(
+        client,
+        {
+            "resourceType": "RiskAssessment",
+            "id": "r1",
+            "status": "final",
+            "subject": {"reference": "Patient/p9"},
+            "prediction": [{"probabilityDecimal": 0.25}],
+        },
+    )
+    await _put(
+        client,
+        {
+            "resourceType": "RiskAssessment",
+            "id": "r2",
+            "status": "final",
+            "subject": {"reference": "http://other.example/fhir/Patient/p9"},
+            "prediction": [{"probabilityDecimal": 0.8}],
+        },
+    )
+    await _put(
+        client,
+        {
+            "resourceType": "Task",
+            "id": "t1",
+            "status": "requested",
+            "intent": "order",
+            "owner": {"identifier": {"system": "urn:npi", "value": "1234567893"}},
+            "meta": {"source": "https://ehr.example/fhir/"},
+        },
+    )
     cases = [
         ("/RiskAssessment?probability=0.25", {"r1"}),
         ("/RiskAssessment?probability=gt0.5", {"r2"}),
@@ -333,13 +354,16 @@ async def test_uri_number_and_reference_identifier(client: httpx.AsyncClient) ->
         assert _ids(await _search(client, query)) == expected, query
 
 
-@pytest.mark.parametrize("cursor", [
-    "eyJuIjoieCJ9",  # {"n":"x"}
-    "W1t7Im4iOiJ4In1dLDEsZmFsc2Vd",  # [[{"n":"x"}],1,false]
-    "W1siYWJjIl0sMSxmYWxzZV0",  # [["abc"],1,false]: a string where a date belongs
-    "W1sxXSwxLGZhbHNlXQ",  # [[1],1,false]
-    "W1t7InQiOiIyMDIwLTAxLTAxIn1dLDk5OTk5OTk5OTk5OTk5OTk5OTk5LGZhbHNlXQ",  # rid too large
-])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "eyJuIjoieCJ9",  # {"n":"x"}
+        "W1t7Im4iOiJ4In1dLDEsZmFsc2Vd",  # [[{"n":"x"}],1,false]
+        "W1siYWJjIl0sMSxmYWxzZV0",  # [["abc"],1,false]: a string where a date belongs
+        "W1sxXSwxLGZhbHNlXQ",  # [[1],1,false]
+        "W1t7InQiOiIyMDIwLTAxLTAxIn1dLDk5OTk5OTk5OTk5OTk5OTk5OTk5LGZhbHNlXQ",  # rid too large
+    ],
+)
 async def test_forged_cursor_is_400(people: httpx.AsyncClient, cursor: str) -> None:
     response = await people.get("/Patient", params={"_sort": "birthdate", "_cursor": cursor})
     assert response.status_code == 400, response.text
@@ -349,7 +373,7 @@ async def test_subsetted_xml_keeps_mandatory_elements(people: httpx.AsyncClient)
     response = await people.get("/Observation?_id=o1&_elements=subject&_format=xml")
     assert response.status_code == 200, response.text
     assert b"<code>" in response.content and b"<status" in response.content
-    json_form = (await _search(people, "/Observation?_id=o1&_elements=subject"))
+    json_form = await _search(people, "/Observation?_id=o1&_elements=subject")
     resource = json_form["entry"][0]["resource"]
     assert {"status", "code", "subject"} <= set(resource) and "effectiveDateTime" not in resource
 
