@@ -3,7 +3,10 @@
 Writes a synthetic SDoH population of N resources as NDJSON (kept in the data directory for the
 next run), empties the database of an embedded PostgreSQL in the data directory, loads the file
 with the command line (``python -m fhir_server load ndjson``) and, in the same run, COPYs the
-same lines into a plain one-column table: the floor of any loader. Run from the repository root:
+same lines into a plain one-column table: the floor of any loader. While the load runs it notes
+when the index rebuild and ANALYZE begin (from ``pg_stat_activity``) and the CPU time of the
+loader, its worker processes and the PostgreSQL backends, to show where the time goes. Run from the
+repository root:
 
     .venv/bin/python bench/bench_import.py --resources 1000000 --data-dir /tmp/sdoh-import-bench
 
@@ -18,7 +21,9 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -78,6 +83,64 @@ def raw_copy(dsn: str, path: Path) -> tuple[int, float]:
     return lines, elapsed
 
 
+@dataclass
+class Watch:
+    """Phases of the load (from pg_stat_activity) and CPU seconds per process group."""
+
+    dsn: str
+    postmaster: int
+    loader: int
+    started: float
+    phases: dict[str, float] = field(default_factory=dict)
+    cpu: dict[int, tuple[str, float]] = field(default_factory=dict)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self.done.wait(0.5):
+                self._sample()
+                for (query,) in conn.execute(
+                    "SELECT query FROM pg_stat_activity WHERE state = 'active'"
+                    " AND pid <> pg_backend_pid() AND datname = current_database()"
+                ):
+                    words = (query or "").split()
+                    if words[:2] in (["CREATE", "INDEX"], ["CREATE", "UNIQUE"], ["ALTER", "TABLE"]):
+                        self.phases.setdefault("index rebuild", time.perf_counter() - self.started)
+                    elif words[:1] == ["ANALYZE"]:
+                        self.phases.setdefault("analyze", time.perf_counter() - self.started)
+
+    def _sample(self) -> None:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid, parent = int(entry), int(stat[1])
+            if pid == self.loader:
+                group = "loader (reads, writes)"
+            elif parent == self.loader:
+                group = "loader workers (validate, index, encode)"
+            elif parent == self.postmaster:
+                group = "PostgreSQL"
+            else:
+                continue
+            ticks = int(stat[11]) + int(stat[12])
+            self.cpu[pid] = (group, ticks / os.sysconf("SC_CLK_TCK"))
+
+    def report(self, elapsed: float, stored: int) -> None:
+        marks = sorted(self.phases.items(), key=lambda item: item[1])
+        edges = [("read, validate, encode, COPY", 0.0), *marks, ("end", elapsed)]
+        for (name, start), (_, end) in itertools.pairwise(edges):
+            print(f"  {name}: {end - start:,.1f} s")
+        totals: dict[str, float] = {}
+        for group, seconds in self.cpu.values():
+            totals[group] = totals.get(group, 0.0) + seconds
+        for group, seconds in sorted(totals.items()):
+            print(f"  CPU {group}: {seconds:,.1f} s, {seconds / stored * 1e6:,.0f} us a resource")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, default=1_000_000)
@@ -111,17 +174,23 @@ def main() -> None:
         command += ["--errors", str(errors)]
         print("$ " + " ".join(command[1:]))
         started = time.perf_counter()
-        result = subprocess.run(
+        child = subprocess.Popen(
             command,
             env={**os.environ, "SDOH_FHIR_DATABASE_URL": url, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE,
             text=True,
-            check=False,
         )
+        postmaster = int((embedded.pgdata / "postmaster.pid").read_text().split()[0])
+        watch = Watch(dsn, postmaster, child.pid, started)
+        watcher = threading.Thread(target=watch.run, daemon=True)
+        watcher.start()
+        stdout, _ = child.communicate()
         elapsed = time.perf_counter() - started
-        print(result.stdout.strip())
-        if result.returncode != 0:
-            sys.exit(f"the load exited with {result.returncode}")
+        watch.done.set()
+        watcher.join()
+        print(stdout.strip())
+        if child.returncode != 0:
+            sys.exit(f"the load exited with {child.returncode}")
         with psycopg.connect(dsn) as conn:
             stored = conn.execute("SELECT count(*) FROM resource").fetchone()[0]  # type: ignore[index]
         load_rate = stored / elapsed
@@ -129,6 +198,7 @@ def main() -> None:
             f"load ndjson: {stored:,} resources in {elapsed:,.1f} s (the whole command):"
             f" {load_rate:,.0f} resources/s on {os.cpu_count()} CPUs"
         )
+        watch.report(elapsed, stored)
         lines, copy_seconds = raw_copy(dsn, population)
         copy_rate = lines / copy_seconds
         print(

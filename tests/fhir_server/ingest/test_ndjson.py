@@ -434,6 +434,26 @@ async def test_ids_are_kept_and_missing_ones_given(
     assert re.fullmatch(r"[0-9a-f-]{36}", basic[1])
 
 
+def indexes(url: str) -> set[tuple[str, str]]:
+    with psycopg.connect(libpq_url(url)) as conn:
+        return set(
+            conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes"
+                " WHERE schemaname = current_schema() AND tablename = ANY(%s)",
+                ([name for name, _ in TABLES],),
+            ).fetchall()
+        )
+
+
+async def test_an_initial_load_rebuilds_every_index_it_dropped(
+    clean_database: str, tmp_path: Path
+) -> None:
+    before = indexes(clean_database)
+    summary, _ = load(clean_database, write(tmp_path / "a.ndjson", POPULATION[:30]))
+    assert summary.initial
+    assert indexes(clean_database) == before
+
+
 async def test_refused_lines_are_kept_with_their_numbers_and_reasons(
     clean_database: str, tmp_path: Path
 ) -> None:
