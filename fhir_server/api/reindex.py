@@ -56,11 +56,14 @@ async def reindex_type(request: Request) -> Response:
 def _named_types(parameters: Any, known: frozenset[str]) -> list[str]:
     if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
         raise InvalidRequest("POST /$reindex takes no body, or a Parameters resource")
+    given = parameters.get("parameter") or []
+    if not isinstance(given, list):
+        raise InvalidRequest("Parameters.parameter must be an array")
     types = []
-    for parameter in parameters.get("parameter") or ():
+    for parameter in given:
         if isinstance(parameter, dict) and parameter.get("name") == "type":
             value = parameter.get("valueCode") or parameter.get("valueString")
-            if value not in known:
+            if not isinstance(value, str) or value not in known:
                 raise InvalidRequest(f"type {value!r} is not a resource type this server serves")
             types.append(value)
     if not types:

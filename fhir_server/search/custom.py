@@ -57,7 +57,7 @@ def params_from_definition(
             "SearchParameter.code must be letters, digits, '-', '_' or '.', not starting with '_'"
         )
     kind = definition.get("type")
-    if kind not in _TYPES:
+    if not isinstance(kind, str) or kind not in _TYPES:
         raise InvalidDefinition(
             f"SearchParameter.type {kind!r} cannot be indexed; this server indexes"
             f" {', '.join(sorted(_TYPES))}"

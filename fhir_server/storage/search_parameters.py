@@ -90,6 +90,9 @@ def build_registry(base: SearchRegistry, definitions: Sequence[StoredDefinition]
         except InvalidDefinition as exc:
             added.extend(_refused(definition, str(exc)))
             continue
+        except Exception as exc:  # one odd definition must not keep the server from starting
+            added.extend(_refused(definition, f"unexpected {type(exc).__name__}"))
+            continue
         pending = _pending(definition)
         added.extend(p if pending is None else replace(p, pending=pending) for p in params)
     return base.with_params(added)

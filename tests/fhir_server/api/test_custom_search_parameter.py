@@ -324,6 +324,11 @@ async def test_reindex_errors_are_operation_outcomes(client: httpx.AsyncClient) 
     )
     assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"
     assert (await client.post("/$reindex", json={"resourceType": "Patient"})).status_code == 400
+    for odd in (5, "type", [{"name": "type", "valueCode": []}], [{"name": "type"}]):
+        body = {"resourceType": "Parameters", "parameter": odd}
+        refused = await client.post("/$reindex", json=body)
+        assert refused.status_code == 400, (odd, refused.text)
+        assert refused.json()["resourceType"] == "OperationOutcome"
     missing = await client.get("/$reindex-poll-status/00000000-0000-0000-0000-000000000000")
     assert missing.status_code == 404
     assert (await client.get("/$reindex-poll-status/not-a-uuid")).status_code == 404

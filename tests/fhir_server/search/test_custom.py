@@ -66,6 +66,7 @@ def test_a_custom_composite_of_known_components() -> None:
         ({"code": "_mine"}, "SearchParameter.code"),
         ({"code": None}, "SearchParameter.code"),
         ({"type": "special"}, "cannot be indexed"),
+        ({"type": ["token"]}, "cannot be indexed"),
         ({"expression": ""}, "expression is required"),
         ({"expression": "Observation.performer.where(display = "}, "not valid FHIRPath"),
         ({"expression": "Patient.name"}, "no part that starts at Observation"),
