@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 
 import psycopg
 
 __all__ = ["NotifiedLoop"]
 
 
-class NotifiedLoop:
+class NotifiedLoop(ABC):
     """Runs :meth:`run` in the background; :meth:`wait` returns on a ``NOTIFY`` on ``channel``.
 
     A dedicated connection listens, reconnecting after ``poll_seconds`` when it is lost, and
@@ -27,8 +28,9 @@ class NotifiedLoop:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
 
+    @abstractmethod
     async def run(self) -> None:
-        raise NotImplementedError
+        """The loop: until :attr:`stopped`, do its work and :meth:`wait`."""
 
     def start(self) -> None:
         self._tasks = [
