@@ -56,7 +56,7 @@ class CustomSearchParameters(NotifiedLoop):
         self.registry = base
         self.pool = pool
         self.on_change = on_change
-        self._seen: object = ()
+        self._seen: object = []  # what was loaded: nothing stored means nothing to change
         self._lock = asyncio.Lock()
 
     async def refresh(self) -> SearchRegistry:
