@@ -608,7 +608,7 @@ def _referenced(state: AppState, resources: tuple[StoredResource, ...]) -> tuple
         codes = tuple(
             code
             for code, param in state.registry.for_type(resource_type).items()
-            if param.type == "reference" and param.expression
+            if param.type == "reference" and param.expression and param.pending is None
         )
         if codes:
             includes.append(Include(resource_type, codes, None, False, False, f"{resource_type}:*"))

@@ -31,7 +31,7 @@ __all__ = ["InvalidDefinition", "check_syntax", "params_from_definition"]
 _TYPES = frozenset(
     {"number", "date", "string", "token", "reference", "composite", "quantity", "uri"}
 )
-_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_.]{0,63}")
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_]{0,63}")
 _ABSTRACT = ("Resource", "DomainResource")
 
 
@@ -54,7 +54,7 @@ def params_from_definition(
     code = definition.get("code")
     if not isinstance(code, str) or not _CODE.fullmatch(code):
         raise InvalidDefinition(
-            "SearchParameter.code must be letters, digits, '-', '_' or '.', not starting with '_'"
+            "SearchParameter.code must be letters, digits, '-' or '_', not starting with '_'"
         )
     kind = definition.get("type")
     if not isinstance(kind, str) or kind not in _TYPES:
@@ -73,6 +73,12 @@ def params_from_definition(
     for base in bases:
         if not isinstance(base, str) or base not in known or base in _ABSTRACT:
             raise InvalidDefinition(f"SearchParameter.base {base!r} is not a resource type")
+        existing = registry.get(base, code)
+        if existing is not None and existing.url != definition.get("url", ""):
+            raise InvalidDefinition(
+                f"{base} already has a search parameter {code!r} ({existing.url or 'another'}):"
+                " a custom one needs a code of its own"
+            )
         param = SearchParam(
             code=code,
             resource_type=base,

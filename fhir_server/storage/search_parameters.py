@@ -46,7 +46,7 @@ FROM resource r
 LEFT JOIN LATERAL (
     SELECT id, state, error, params FROM job
     WHERE kind = 'reindex' AND params ->> 'searchParameter' = r.id
-    ORDER BY created_at DESC LIMIT 1
+    ORDER BY (params ->> 'versionId')::int DESC, created_at DESC LIMIT 1
 ) j ON true
 WHERE r.resource_type = 'SearchParameter' AND NOT r.deleted
 ORDER BY r.id
@@ -88,10 +88,11 @@ def build_registry(base: SearchRegistry, definitions: Sequence[StoredDefinition]
         try:
             params = params_from_definition(body, base.with_params(added))
         except InvalidDefinition as exc:
-            added.extend(_refused(definition, str(exc)))
+            added.extend(_refused(definition, str(exc), base.with_params(added)))
             continue
         except Exception as exc:  # one odd definition must not keep the server from starting
-            added.extend(_refused(definition, f"unexpected {type(exc).__name__}"))
+            reason = f"unexpected {type(exc).__name__}"
+            added.extend(_refused(definition, reason, base.with_params(added)))
             continue
         pending = _pending(definition)
         added.extend(p if pending is None else replace(p, pending=pending) for p in params)
@@ -112,8 +113,14 @@ def _pending(definition: StoredDefinition) -> str | None:
     return None
 
 
-def _refused(definition: StoredDefinition, reason: str) -> list[SearchParam]:
-    """Placeholders that make a search with the parameter say why it cannot be used."""
+def _refused(
+    definition: StoredDefinition, reason: str, registry: SearchRegistry
+) -> list[SearchParam]:
+    """Placeholders that make a search with the parameter say why it cannot be used.
+
+    Never in place of a parameter ``registry`` has: a definition that cannot be indexed leaves
+    the built-in (or earlier) parameter of that code as it was.
+    """
     code = definition.body.get("code")
     bases = definition.body.get("base")
     if not isinstance(code, str) or not isinstance(bases, list):
@@ -122,5 +129,5 @@ def _refused(definition: StoredDefinition, reason: str) -> list[SearchParam]:
     return [
         SearchParam(code=code, resource_type=b, type="special", expression=None, pending=pending)
         for b in bases
-        if isinstance(b, str)
+        if isinstance(b, str) and registry.get(b, code) is None
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -123,3 +124,29 @@ async def test_the_last_pass_indexes_what_was_written_after_the_job_was_queued(
         settle_seconds=0,
     )
     assert await _families(clean_database) == {"Resumed02"}
+
+
+async def test_a_row_a_writer_holds_is_waited_for_not_skipped(
+    pool: AsyncConnectionPool[Any], clean_database: str
+) -> None:
+    await _patients(pool, 5)
+    async with pool.connection() as conn:
+        jobs = Jobs(conn)
+        await jobs.submit("reindex", {"types": ["Patient"]})
+        job = await jobs.claim(["reindex"], stale_seconds=60)
+        assert job is not None
+    async with await psycopg.AsyncConnection.connect(libpq_url(clean_database)) as writer:
+        await writer.execute("SELECT 1 FROM resource WHERE id = 'p01' FOR UPDATE")
+        running = asyncio.create_task(
+            run_reindex(
+                JobContext(job, pool),
+                parameters=_parameters(pool, clean_database),
+                resource_types=frozenset({"Patient"}),
+                settle_seconds=0,
+            )
+        )
+        await asyncio.sleep(0.5)
+        assert not running.done()  # waiting for the writer
+        await writer.rollback()
+    await running
+    assert await _families(clean_database) == {f"Resumed{i:02d}" for i in range(5)}

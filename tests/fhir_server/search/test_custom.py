@@ -67,6 +67,8 @@ def test_a_custom_composite_of_known_components() -> None:
         ({"code": None}, "SearchParameter.code"),
         ({"type": "special"}, "cannot be indexed"),
         ({"type": ["token"]}, "cannot be indexed"),
+        ({"code": "performer"}, "already has a search parameter 'performer'"),
+        ({"code": "with.dot"}, "SearchParameter.code"),
         ({"expression": ""}, "expression is required"),
         ({"expression": "Observation.performer.where(display = "}, "not valid FHIRPath"),
         ({"expression": "Patient.name"}, "no part that starts at Observation"),
