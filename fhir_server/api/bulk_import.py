@@ -11,7 +11,6 @@ cancels.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,11 +22,10 @@ from starlette.routing import Route
 from fhir_server.api import rest
 from fhir_server.api.errors import operation_outcome
 from fhir_server.api.formats import read_body, render_resource
+from fhir_server.api.jobs import JobFailed, cancel_job, job_of
 from fhir_server.core.errors import (
-    FhirError,
     InvalidRequest,
     Issue,
-    NotFound,
     PayloadTooLarge,
 )
 from fhir_server.ingest.import_job import ERRORS
@@ -37,12 +35,6 @@ __all__ = ["routes"]
 
 _NDJSON = {"application/fhir+ndjson", "application/ndjson", "application/x-ndjson"}
 _PART_BYTES = 8 * 1024 * 1024
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-class _Failed(FhirError):
-    status = 400
-    code = "processing"
 
 
 async def kick_off(request: Request) -> Response:
@@ -134,14 +126,8 @@ def _checked_url(url: Any, allowed: frozenset[str]) -> str:
 
 
 async def _job(request: Request) -> tuple[Job, str]:
-    id = request.path_params["id"]
-    if not _UUID.fullmatch(id):
-        raise NotFound("no such import")
-    async with rest._autocommit(request) as repo:
-        job = await Jobs(repo.conn).get(id)
-    if job is None or job.kind != "import" or job.state == "cancelled":
-        raise NotFound("no such import")
-    return job, f"{rest._base(request)}/$import-poll-status/{id}"
+    job = await job_of(request, "import", "no such import")
+    return job, f"{rest._base(request)}/$import-poll-status/{job.id}"
 
 
 async def status(request: Request) -> Response:
@@ -155,7 +141,7 @@ async def status(request: Request) -> Response:
         )
         return Response(status_code=202, headers={"X-Progress": text, "Retry-After": "2"})
     if job.state == "failed":
-        raise _Failed(f"the import failed: {job.error}")
+        raise JobFailed(f"the import failed: {job.error}")
     result = job.result or {}
     body = {
         "transactionTime": (job.finished_at or job.created_at).isoformat(),
@@ -192,10 +178,7 @@ async def errors(request: Request) -> Response:
 
 
 async def cancel(request: Request) -> Response:
-    job, _ = await _job(request)
-    async with rest._autocommit(request) as repo:
-        await Jobs(repo.conn).cancel(job.id)
-    return Response(status_code=202)
+    return await cancel_job(request, "import", "no such import")
 
 
 routes = [

@@ -12,7 +12,6 @@ saying how many resources of each type were reindexed once it is done; ``DELETE`
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from starlette.requests import Request
@@ -22,18 +21,12 @@ from starlette.routing import Route
 from fhir_server.api import rest
 from fhir_server.api.errors import operation_outcome
 from fhir_server.api.formats import read_body, render_resource
-from fhir_server.core.errors import FhirError, InvalidRequest, Issue, NotFound
+from fhir_server.api.jobs import JobFailed, cancel_job, job_of
+from fhir_server.core.errors import InvalidRequest, Issue, NotFound
 from fhir_server.storage.jobs import Job, Jobs
 from fhir_server.storage.search_parameters import status_path
 
 __all__ = ["routes"]
-
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-class _Failed(FhirError):
-    status = 400
-    code = "processing"
 
 
 async def reindex_all(request: Request) -> Response:
@@ -82,14 +75,7 @@ async def _kick_off(request: Request, types: list[str]) -> Response:
 
 
 async def _job(request: Request) -> Job:
-    id = request.path_params["id"]
-    if not _UUID.fullmatch(id):
-        raise NotFound("no such reindex job")
-    async with rest._autocommit(request) as repo:
-        job = await Jobs(repo.conn).get(id)
-    if job is None or job.kind != "reindex" or job.state == "cancelled":
-        raise NotFound("no such reindex job")
-    return job
+    return await job_of(request, "reindex", "no such reindex job")
 
 
 async def status(request: Request) -> Response:
@@ -97,7 +83,7 @@ async def status(request: Request) -> Response:
     if job.state in {"queued", "running"}:
         return Response(status_code=202, headers={"X-Progress": _progress(job), "Retry-After": "2"})
     if job.state == "failed":
-        raise _Failed(f"the reindex failed: {job.error}")
+        raise JobFailed(f"the reindex failed: {job.error}")
     result = job.result or {}
     parameters: list[dict[str, Any]] = [{"name": "job", "valueString": job.id}]
     if "searchParameter" in job.params:
@@ -134,10 +120,7 @@ def _progress(job: Job) -> str:
 
 
 async def cancel(request: Request) -> Response:
-    job = await _job(request)
-    async with rest._autocommit(request) as repo:
-        await Jobs(repo.conn).cancel(job.id)
-    return Response(status_code=202)
+    return await cancel_job(request, "reindex", "no such reindex job")
 
 
 routes = [
