@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import functools
 import pkgutil
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 import fhir.resources.R4B as r4b
 from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.backboneelement import BackboneElement
 from fhir.resources.R4B.resource import Resource
+from fhir_core.types import FhirBase
 from lxml import etree
 from pydantic import ValidationError
 
@@ -22,6 +26,7 @@ from profiles.json_rules import check_json_rules, check_structure
 
 __all__ = [
     "RESOURCE_TYPES",
+    "ElementInfo",
     "InvalidXml",
     "ModelIssue",
     "ResourceInvalid",
@@ -30,6 +35,7 @@ __all__ = [
     "parse_xml",
     "summary_elements",
     "build_xml",
+    "element_children",
     "validate_resource",
 ]
 
@@ -334,3 +340,119 @@ def build_xml(data: dict[str, Any], *, pretty: bool = False) -> bytes:
     cls = get_fhir_model_class(data["resourceType"])
     xml: bytes | str = cls.model_validate(data).model_dump_xml(pretty_print=pretty)
     return xml if isinstance(xml, bytes) else xml.encode()
+
+
+# --- element facts, for the profile validator ------------------------------------------------
+
+# The R4 (and R4B) complex datatypes: a model class with one of these names is that type; any
+# other nested class is a backbone element of its resource (or an Element, e.g. Timing.repeat).
+# http://hl7.org/fhir/R4/datatypes.html
+_DATATYPES = frozenset(
+    {
+        "Address", "Age", "Annotation", "Attachment", "BackboneElement", "CodeableConcept",
+        "CodeableReference", "Coding", "ContactDetail", "ContactPoint", "Contributor", "Count",
+        "DataRequirement", "Distance", "Dosage", "Duration", "Element", "ElementDefinition",
+        "Expression", "Extension", "HumanName", "Identifier", "MarketingStatus", "Meta", "Money",
+        "Narrative", "ParameterDefinition", "Period", "Population", "ProdCharacteristic",
+        "ProductShelfLife", "Quantity", "Range", "Ratio", "RatioRange", "Reference",
+        "RelatedArtifact", "SampledData", "Signature", "SubstanceAmount", "Timing",
+        "TriggerDefinition", "UsageContext",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ElementInfo:
+    """One element of an R4 type as the models define it.
+
+    ``types`` maps each JSON name of the element to its FHIR type code (one entry, or one per
+    type of a choice element: ``valueQuantity`` -> ``Quantity``); ``children_of`` maps a type
+    code to the name ``element_children`` takes for that type's elements (a datatype, or a
+    backbone element's model class such as ``ObservationComponent``). Resource-typed elements
+    (``contained``) have no entry there: their elements depend on the instance.
+    """
+
+    name: str  # the FHIRPath name: "value" for value[x]
+    is_list: bool
+    choice: bool
+    types: dict[str, str]
+    children_of: dict[str, str]
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: type names come from posted definitions
+def element_children(type_name: str) -> dict[str, ElementInfo]:
+    """The elements of an R4 resource type, datatype or backbone class, by FHIRPath name.
+
+    Empty for a name the models do not define (and for primitive types, whose only elements
+    are ``id`` and ``extension``: ask for ``Element``). Callers must not mutate the answer.
+    """
+    cls = _model_class(type_name) if type_name.isidentifier() else None
+    if cls is None:
+        return {}
+    elements: dict[str, ElementInfo] = {}
+    choices: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+    for field in cls.model_fields.values():
+        alias = field.alias
+        if not alias or alias.startswith("_") or alias in ("fhir_comments", "resource_type"):
+            continue
+        described = _describe_field(field.annotation)
+        if described is None:
+            continue
+        code, is_list, child = described
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        base = extra.get("one_of_many")
+        children_of = {code: child} if child else {}
+        if isinstance(base, str) and base:
+            json_types, kids = choices.setdefault(base, ({}, {}))
+            json_types[alias] = code
+            kids.update(children_of)
+            continue
+        elements[alias] = ElementInfo(alias, is_list, False, {alias: code}, children_of)
+    for base, (json_types, kids) in choices.items():
+        elements[base] = ElementInfo(base, False, True, json_types, kids)
+    return elements
+
+
+def _model_class(name: str) -> type[Any] | None:
+    try:
+        return get_fhir_model_class(name)
+    except (ValueError, KeyError, AttributeError, ImportError):
+        return None
+
+
+def _describe_field(annotation: Any) -> tuple[str, bool, str | None] | None:
+    """(FHIR type code, is_list, name for element_children or None) of a model field."""
+    is_list = False
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Union or origin is types.UnionType:
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return None
+            annotation = members[0]
+        elif origin is list:
+            is_list = True
+            annotation = typing.get_args(annotation)[0]
+        else:
+            break
+    if annotation is bool:
+        return "boolean", is_list, "Element"
+    if annotation is str:
+        return "string", is_list, "Element"
+    if typing.get_origin(annotation) is typing.Annotated:
+        for marker in typing.get_args(annotation)[1:]:
+            visit = getattr(marker, "__visit_name__", None)
+            if isinstance(visit, str):
+                return visit, is_list, "Element"
+        return "string", is_list, "Element"  # e.g. uuid: a string in JSON
+    if isinstance(annotation, type) and issubclass(annotation, FhirBase):
+        cls = annotation.get_model_klass()
+        name = cls.__name__
+        if name == "Resource":
+            return "Resource", is_list, None
+        if name in _DATATYPES:
+            return name, is_list, name
+        if issubclass(cls, BackboneElement):
+            return "BackboneElement", is_list, name
+        return "Element", is_list, name
+    return None
