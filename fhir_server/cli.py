@@ -29,6 +29,8 @@ app = typer.Typer(
 
 load_app = typer.Typer(help="Load resources in bulk.", no_args_is_help=True)
 app.add_typer(load_app, name="load")
+profiles_app = typer.Typer(help="Profiles and terminology the server validates with.")
+app.add_typer(profiles_app, name="profiles", no_args_is_help=True)
 
 DataDir = Annotated[
     Path | None,
@@ -75,8 +77,17 @@ def serve(
     """Start the FHIR server (with an embedded PostgreSQL unless SDOH_FHIR_DATABASE_URL is set)."""
     import uvicorn
 
+    from fhir_server.conformance import UNKNOWN_PROFILE_MODES, parse_required_profiles
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings()
+    try:  # the workers would each fail on a bad setting: say it once, before starting anything
+        parse_required_profiles(settings.required_profiles)
+        if settings.unknown_profiles not in UNKNOWN_PROFILE_MODES:
+            raise ValueError(f"SDOH_FHIR_UNKNOWN_PROFILES must be one of {UNKNOWN_PROFILE_MODES}")
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     url, embedded = _database(settings, data_dir)
     # Stop the embedded database on SIGTERM as on Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -145,10 +156,19 @@ def load_ndjson_command(
     Exit status: 0 all loaded, 1 some lines refused, 2 the load failed.
     """
     from fhir_server.api.errors import operation_outcome
+    from fhir_server.conformance import Conformance, parse_required_profiles
     from fhir_server.ingest.ndjson import LoadError, Progress, RefusedLine, load_ndjson
     from fhir_server.storage.database import libpq_url
 
     settings = Settings()
+    try:
+        conformance = Conformance.bundled(
+            unknown_profiles=settings.unknown_profiles,
+            required=parse_required_profiles(settings.required_profiles),
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     if errors is None:
         first = paths[0] if paths else Path(".")
@@ -185,6 +205,7 @@ def load_ndjson_command(
             on_progress=progress,
             workers=workers,
             initial=not online,
+            conformance=conformance,
         )
     except (LoadError, psycopg.Error, OSError) as exc:
         typer.echo(f"error: the load failed: {exc}", err=True)
@@ -211,3 +232,46 @@ def load_ndjson_command(
         typer.echo(f"refused lines and their reasons: {errors}", err=True)
         sys.stdout.flush()
         raise typer.Exit(1)
+
+
+@profiles_app.command("install")
+def profiles_install(
+    package: Annotated[Path, typer.Argument(help="An NPM-style FHIR package (.tgz).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Install a FHIR package's StructureDefinitions, CodeSystems, ValueSets, ConceptMaps and
+    SearchParameters into the database, as PUTs of their own ids (installing again changes
+    nothing). A running server picks them up within seconds. Exit status: 0 installed, 2 not
+    (nothing is stored when one resource cannot be)."""
+    from fhir_server.conformance import Conformance, parse_required_profiles
+    from fhir_server.ingest.packages import PackageError, install_package
+
+    settings = Settings()
+    try:
+        conformance = Conformance.bundled(
+            unknown_profiles=settings.unknown_profiles,
+            required=parse_required_profiles(settings.required_profiles),
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    url, embedded = _database(settings, data_dir)
+    try:
+        upgrade(url)
+        summary = install_package(url, package, conformance)
+    except PackageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+    def listed(counts: dict[str, int]) -> str:
+        return ", ".join(f"{n} {t}" for t, n in sorted(counts.items())) or "none"
+
+    typer.echo(f"installed {summary.name} {summary.version}".rstrip())
+    typer.echo(f"  created: {listed(summary.created)}")
+    typer.echo(f"  updated: {listed(summary.updated)}")
+    typer.echo(f"  unchanged: {listed(summary.unchanged)}")
+    if summary.skipped:
+        typer.echo(f"  not installed (examples and other resources): {summary.skipped}")

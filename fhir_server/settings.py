@@ -32,3 +32,9 @@ class Settings(BaseSettings):
     # How often each server process reloads the stored SearchParameters even when no
     # notification arrived; a reindex job waits this long before its last pass.
     search_parameter_poll_seconds: float = 5.0
+    # A write claiming (meta.profile) a profile the server does not know: "ignore" accepts it,
+    # checked against the base specification only; "error" refuses it (422).
+    unknown_profiles: str = "ignore"
+    # Profiles resources must conform to whatever they claim: a JSON list of
+    # {"resourceType": ..., "profile": <canonical url>, "when": <FHIRPath, optional>}.
+    required_profiles: str = ""

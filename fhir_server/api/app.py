@@ -12,12 +12,14 @@ from importlib.metadata import PackageNotFoundError, version
 import orjson
 from fastapi import FastAPI
 
-from fhir_server.api import bulk_import, bundle, reindex
+from fhir_server.api import bulk_import, bundle, reindex, terminology, validate
 from fhir_server.api.errors import install_error_handlers
 from fhir_server.api.rest import routes
 from fhir_server.api.state import AppState
+from fhir_server.conformance import Conformance, parse_required_profiles
 from fhir_server.ingest.import_job import run_import
 from fhir_server.operations.capability import build_capability_statement
+from fhir_server.operations.conformance import StoredConformance
 from fhir_server.operations.reindex import run_reindex
 from fhir_server.operations.search_parameters import CustomSearchParameters
 from fhir_server.search.registry import SearchRegistry
@@ -26,6 +28,7 @@ from fhir_server.storage.database import libpq_url, open_pool
 from fhir_server.storage.jobs import JobRunner
 from fhir_server.storage.repository import Indexer
 from profiles.models import RESOURCE_TYPES
+from profiles.validator import ProfileRegistry
 
 __all__ = ["create_app", "create_app_from_env"]
 
@@ -42,6 +45,11 @@ def create_app(settings: Settings) -> FastAPI:
     if not settings.database_url:
         raise ValueError("create_app needs settings.database_url; `sdoh-fhir serve` sets it")
     url = settings.database_url
+    # Bad settings stop the server here, before it takes a request.
+    required_profiles = parse_required_profiles(settings.required_profiles)
+    base_conformance = Conformance.bundled(
+        unknown_profiles=settings.unknown_profiles, required=required_profiles
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,9 +57,13 @@ def create_app(settings: Settings) -> FastAPI:
         registry = SearchRegistry.load_default()
         types = frozenset(RESOURCE_TYPES & registry.all_resource_types())
 
-        def capability(registry: SearchRegistry) -> bytes:
+        def capability(registry: SearchRegistry, conformance: Conformance) -> bytes:
             statement = build_capability_statement(
-                registry, types, base_url=settings.base_url, version=_version()
+                registry,
+                types,
+                base_url=settings.base_url,
+                version=_version(),
+                profiles=_profiles_by_type(conformance.profiles),
             )
             return orjson.dumps(statement)
 
@@ -60,15 +72,16 @@ def create_app(settings: Settings) -> FastAPI:
             pool=pool,
             registry=registry,
             indexer=Indexer(registry),
-            capability_statement=capability(registry),
+            capability_statement=capability(registry, base_conformance),
             resource_types=types,
+            conformance=base_conformance,
         )
 
         def use(registry: SearchRegistry) -> None:
             """Custom search parameters came, went or finished indexing."""
             state.registry = registry
             state.indexer.use(registry)
-            state.capability_statement = capability(registry)
+            state.capability_statement = capability(registry, state.conformance)
 
         custom = CustomSearchParameters(
             registry,
@@ -78,10 +91,26 @@ def create_app(settings: Settings) -> FastAPI:
             poll_seconds=settings.search_parameter_poll_seconds,
         )
         await custom.refresh()
+
+        def use_conformance(conformance: Conformance) -> None:
+            """Profiles or terminology were posted, changed or deleted."""
+            state.conformance = conformance
+            state.capability_statement = capability(state.registry, conformance)
+
+        stored_conformance = StoredConformance(
+            base_conformance,
+            pool,
+            libpq_url(url),
+            use_conformance,
+            poll_seconds=settings.search_parameter_poll_seconds,
+        )
+        await stored_conformance.refresh()
+        state.refresh_conformance = stored_conformance.refresh_soon
         # The registry, models and compiled FHIRPath live as long as the process: keep them out
         # of the collector's full passes, which otherwise add tens of ms to the slowest requests.
         gc.freeze()
         custom.start()
+        stored_conformance.start()
         runner = JobRunner(
             pool,
             libpq_url(url),
@@ -100,6 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await runner.stop()
+            await stored_conformance.stop()
             await custom.stop()
             await pool.close()
 
@@ -112,8 +142,27 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     install_error_handlers(app)
-    app.router.routes.extend([*bundle.routes, *bulk_import.routes, *reindex.routes, *routes])
+    app.router.routes.extend(
+        [
+            *bundle.routes,
+            *bulk_import.routes,
+            *reindex.routes,
+            *terminology.routes,
+            *validate.routes,
+            *routes,
+        ]
+    )
     return app
+
+
+def _profiles_by_type(profiles: ProfileRegistry) -> dict[str, list[str]]:
+    """The canonical URL of each profile the server validates, by the type it constrains."""
+    by_type: dict[str, list[str]] = {}
+    for url in profiles.urls():
+        resource_type = profiles.type_of(url)
+        if resource_type is not None:
+            by_type.setdefault(resource_type, []).append(url)
+    return by_type
 
 
 def create_app_from_env() -> FastAPI:

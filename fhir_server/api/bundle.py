@@ -46,6 +46,7 @@ from fhir_server.core.errors import (
 from fhir_server.operations.patch import apply_fhirpath_patch, apply_json_patch
 from fhir_server.search.parse import SearchRequest, parse_search
 from fhir_server.storage.batch import CreateBatch
+from fhir_server.storage.conformance import CONFORMANCE_TYPES
 from fhir_server.storage.repository import (
     Repository,
     StoredResource,
@@ -163,6 +164,10 @@ async def transaction_or_batch(request: Request) -> Response:
             except FhirError as error:
                 parsed.append(error)
         results = await _batch(context, parsed)
+    if state.refresh_conformance is not None and any(
+        isinstance(e, _Entry) and e.resource_type in CONFORMANCE_TYPES for e in parsed
+    ):
+        await state.refresh_conformance()  # profiles or terminology written: used at once
     return render_bytes(request, _response_bundle(context, f"{kind}-response", parsed, results))
 
 
@@ -270,12 +275,14 @@ def _criteria(context: _Context, resource_type: str, text: str) -> SearchRequest
     items = parse_qsl(text, keep_blank_values=True)
     if not items:
         raise InvalidRequest("a conditional interaction needs search criteria")
+    state = rest._state(context.request)
     criteria = parse_search(
         resource_type,
         items,
-        rest._state(context.request).registry,
+        state.registry,
         lenient=False,
         base_url=context.base,
+        terminology=state.conformance.terminology,
     )
     if not criteria.clauses:
         raise InvalidRequest("the conditional criteria select no search parameter")
@@ -296,7 +303,7 @@ async def _transaction(context: _Context, entries: list[_Entry]) -> dict[int, _R
     state = rest._state(context.request)
     try:
         async with rest._connection(state) as conn, conn.transaction():
-            repo = Repository(conn, state.indexer)
+            repo = Repository(conn, state.indexer, state.conformance, state.refresh_conformance)
             await _lock_conditions(context, repo, entries)
             references = await _plan(context, repo, entries)
             _refuse_overlaps(entries)
@@ -660,6 +667,7 @@ async def _read_entry(context: _Context, repo: Repository, entry: _Entry) -> _Re
             default_count=state.settings.default_count,
             max_count=state.settings.max_count,
             base_url=context.base,
+            terminology=state.conformance.terminology,
         )
         page = await repo.search(search)
         self_url = f"{context.base}/{entry.resource_type}" + (
@@ -700,7 +708,7 @@ async def _batch(context: _Context, entries: list[_Entry | FhirError]) -> dict[i
     state = rest._state(context.request)
     results: dict[int, _Result] = {}
     async with rest._connection(state) as conn:
-        repo = Repository(conn, state.indexer)
+        repo = Repository(conn, state.indexer, state.conformance, state.refresh_conformance)
         for index, entry in enumerate(entries):
             if isinstance(entry, FhirError):
                 results[index] = _failed(entry)

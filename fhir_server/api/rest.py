@@ -38,6 +38,7 @@ from fhir_server.search.parse import InvalidSearch, SearchRequest, parse_count, 
 from fhir_server.search.sql import Cursor, encode_cursor
 from fhir_server.search.values import InvalidValue, parse_date_range
 from fhir_server.storage.compartment import CompartmentPage, compartment_page
+from fhir_server.storage.conformance import CONFORMANCE_TYPES
 from fhir_server.storage.includes import Included, fetch_included
 from fhir_server.storage.repository import (
     HistoryPage,
@@ -70,7 +71,17 @@ async def _writing(request: Request) -> AsyncIterator[Repository]:
     """A repository in a transaction that commits when the interaction succeeds."""
     state = _state(request)
     async with _connection(state) as conn, conn.transaction():
-        yield Repository(conn, state.indexer)
+        yield Repository(conn, state.indexer, state.conformance, state.refresh_conformance)
+    await _definitions_written(request)
+
+
+async def _definitions_written(request: Request) -> None:
+    """After a write of a profile or terminology resource, this process uses it at once (the
+    others within moments: a trigger notifies them)."""
+    if request.path_params.get("resource_type") in CONFORMANCE_TYPES:
+        refresh = _state(request).refresh_conformance
+        if refresh is not None:
+            await refresh()
 
 
 class _autocommit:  # noqa: N801 - used as a function: ``async with _autocommit(request)``
@@ -81,9 +92,10 @@ class _autocommit:  # noqa: N801 - used as a function: ``async with _autocommit(
     connection returned in a bad state, as ``pool.connection()`` would.
     """
 
-    __slots__ = ("_conn", "_state")
+    __slots__ = ("_conn", "_request", "_state")
 
     def __init__(self, request: Request) -> None:
+        self._request = request
         self._state = _state(request)
         self._conn: Any = None
 
@@ -93,12 +105,15 @@ class _autocommit:  # noqa: N801 - used as a function: ``async with _autocommit(
         except BaseException as exc:
             _translate(exc)
             raise
-        return Repository(self._conn, self._state.indexer)
+        state = self._state
+        return Repository(self._conn, state.indexer, state.conformance, state.refresh_conformance)
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         await self._state.pool.putconn(self._conn)
         if exc is not None:
             _translate(exc)
+        elif self._request.method != "GET":
+            await _definitions_written(self._request)
 
 
 @asynccontextmanager
@@ -211,6 +226,7 @@ def _parse(
         max_count=state.settings.max_count,
         base_url=_base(request),
         compartment=compartment,
+        terminology=state.conformance.terminology,
     )
 
 
@@ -225,7 +241,12 @@ def _criteria(request: Request, resource_type: str, text: str | None = None) -> 
         raise InvalidRequest("a conditional interaction needs search criteria")
     state = _state(request)
     criteria = parse_search(
-        resource_type, items, state.registry, lenient=False, base_url=_base(request)
+        resource_type,
+        items,
+        state.registry,
+        lenient=False,
+        base_url=_base(request),
+        terminology=state.conformance.terminology,
     )
     if not criteria.clauses:
         raise InvalidRequest("the conditional criteria select no search parameter")

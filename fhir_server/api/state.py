@@ -1,12 +1,15 @@
-"""What the app holds for its lifetime: settings, connection pool, search registry, indexer."""
+"""What the app holds for its lifetime: settings, connection pool, search registry, indexer,
+profiles and terminology."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from fhir_server.conformance import Conformance
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.settings import Settings
 from fhir_server.storage.repository import Indexer
@@ -23,3 +26,6 @@ class AppState:
     capability_statement: bytes
     # R4 types the models cover: what the REST API serves.
     resource_types: frozenset[str]
+    # Profiles and terminology, bundled and stored; how to reload them now (rate-limited).
+    conformance: Conformance
+    refresh_conformance: Callable[[], Awaitable[Conformance]] | None = None

@@ -13,6 +13,7 @@ FhirError
 ├── UnsupportedMediaType  415 not-supported
 ├── MultipleMatches       412 multiple-matches (conditional interaction matched several)
 ├── UnprocessableEntity   422 processing
+├── TooCostly             422 too-costly    (an answer too large to give at once: page it)
 └── ServiceUnavailable    503 transient     (no connection in time; retry)
 
 Rendered as an OperationOutcome only by ``fhir_server.api.errors``
@@ -37,6 +38,7 @@ __all__ = [
     "PayloadTooLarge",
     "PreconditionFailed",
     "ServiceUnavailable",
+    "TooCostly",
     "UnprocessableEntity",
     "UnsupportedMediaType",
 ]
@@ -119,6 +121,11 @@ class MultipleMatches(FhirError):
 class UnprocessableEntity(FhirError):
     status = 422
     code = "processing"
+
+
+class TooCostly(FhirError):
+    status = 422
+    code = "too-costly"
 
 
 class ServiceUnavailable(FhirError):

@@ -38,9 +38,11 @@ from typing import IO, Any, Protocol
 import orjson
 import psycopg
 
+from fhir_server.conformance import Conformance
 from fhir_server.core.errors import FhirError, Issue
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.storage.bulk import BatchEncoder, BulkWriter, EncodedBatch, WriteCounts, new_id
+from fhir_server.storage.conformance import load_definitions_sync as load_conformance_sync
 from fhir_server.storage.repository import Indexer, check_resource, now_millis
 from fhir_server.storage.search_parameters import build_registry, load_definitions_sync
 from profiles.json_rules import check_structure
@@ -133,15 +135,18 @@ def load_ndjson(
     workers: int | None = None,
     initial: bool = True,
     chunk_lines: int = CHUNK_LINES,
+    conformance: Conformance | None = None,
 ) -> LoadSummary:
     """Load every resource of the NDJSON files at ``paths`` into the database at ``conninfo``.
 
     ``workers``: processes that validate and index (default: one per CPU; 0 runs it all here).
     ``initial=False`` never takes the empty-database path (``BulkWriter.start``).
+    ``conformance``: the profiles and policy lines are checked against, as a REST write would be
+    (default: the bundled profiles, unknown ones accepted); the stored definitions are added.
     """
-    global _REGISTRY
+    global _REGISTRY, _CONFORMANCE
     files = find_ndjson_files(paths)
-    _REGISTRY = _load_registry(conninfo)
+    _REGISTRY, _CONFORMANCE = _load_registry(conninfo, conformance or Conformance.bundled())
     # The worker processes fork before any connection or thread exists here (the one that
     # read the registry is closed).
     pool = _executor(workers if workers is not None else os.cpu_count() or 1)
@@ -256,6 +261,7 @@ class _Preparer:
     def __init__(self) -> None:
         indexer = Indexer(_REGISTRY or SearchRegistry.load_default())
         self.encoder = BatchEncoder(indexer)
+        self.conformance = _CONFORMANCE or Conformance.bundled()
         # As the REST API: the types the models define that have search parameters.
         self.types = RESOURCE_TYPES & indexer.registry.all_resource_types()
         self._chunks = 0
@@ -305,7 +311,7 @@ class _Preparer:
                         ("resourceType",),
                     ),
                 )
-            return ()
+            return self._check_profiles(resource_type, body)
         # A refusal by the fast check stands only if the models refuse too, with their issues.
         try:
             check_resource(resource_type if isinstance(resource_type, str) else "", body)
@@ -322,23 +328,35 @@ class _Preparer:
                     ("resourceType",),
                 ),
             )
+        return self._check_profiles(resource_type, body)
+
+    def _check_profiles(self, resource_type: str, body: dict[str, Any]) -> tuple[Issue, ...]:
+        try:
+            self.conformance.check_write(resource_type, body)
+        except FhirError as exc:
+            return exc.issues
         return ()
 
 
 _PREPARER: _Preparer | None = None
-# The registry with the database's custom search parameters, read before the workers fork.
+# The registry with the database's custom search parameters, and the profiles and terminology
+# with the stored ones, read before the workers fork.
 _REGISTRY: SearchRegistry | None = None
+_CONFORMANCE: Conformance | None = None
 
 
-def _load_registry(conninfo: str) -> SearchRegistry:
-    """The built-in parameters and the SearchParameters stored, indexed as the server would.
+def _load_registry(conninfo: str, conformance: Conformance) -> tuple[SearchRegistry, Conformance]:
+    """The built-in parameters and the SearchParameters stored, indexed as the server would;
+    ``conformance`` with the stored profiles and terminology.
 
-    A pending one (its reindex job not done) is indexed too: the job may have passed these
+    A pending parameter (its reindex job not done) is indexed too: the job may have passed these
     resources already.
     """
     with psycopg.connect(conninfo) as conn:
         definitions = load_definitions_sync(conn)
-    return build_registry(SearchRegistry.load_default(), definitions)
+        stored = load_conformance_sync(conn)
+    registry = build_registry(SearchRegistry.load_default(), definitions)
+    return registry, conformance.with_definitions(stored) if stored else conformance
 
 
 def _start_worker() -> None:

@@ -5,7 +5,7 @@ http://hl7.org/fhir/R4/capabilitystatement.html
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -59,21 +59,37 @@ def _searchable(registry: SearchRegistry, param: SearchParam) -> bool:
     return param.type == "special" and param.code == "near"
 
 
+def _operation(name: str, definition: str) -> dict[str, str]:
+    return {"name": name, "definition": f"http://hl7.org/fhir/OperationDefinition/{definition}"}
+
+
+# Operations of one resource type, besides $validate (every type).
 _OPERATIONS = {
-    "Patient": {
-        "operation": [
-            {
-                "name": "everything",
-                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-            }
-        ]
-    }
+    "Patient": [_operation("everything", "Patient-everything")],
+    "CodeSystem": [
+        _operation("lookup", "CodeSystem-lookup"),
+        _operation("validate-code", "CodeSystem-validate-code"),
+        _operation("subsumes", "CodeSystem-subsumes"),
+    ],
+    "ValueSet": [
+        _operation("expand", "ValueSet-expand"),
+        _operation("validate-code", "ValueSet-validate-code"),
+    ],
+    "ConceptMap": [_operation("translate", "ConceptMap-translate")],
 }
+_VALIDATE = _operation("validate", "Resource-validate")
 
 
 def build_capability_statement(
-    registry: SearchRegistry, resource_types: Iterable[str], *, base_url: str | None, version: str
+    registry: SearchRegistry,
+    resource_types: Iterable[str],
+    *,
+    base_url: str | None,
+    version: str,
+    profiles: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
+    """``profiles``: the canonical URLs of the profiles the server validates, by resource type
+    (``supportedProfile``)."""
     served = sorted(resource_types)
     reverse: dict[str, list[str]] = {t: [] for t in served}
     for source in served:
@@ -123,9 +139,12 @@ def build_capability_statement(
                 ],
                 "searchRevInclude": reverse[resource_type],
                 "searchParam": params,
-                **_OPERATIONS.get(resource_type, {}),
+                "operation": [*_OPERATIONS.get(resource_type, ()), _VALIDATE],
             }
         )
+        supported = sorted((profiles or {}).get(resource_type, ()))
+        if supported:
+            resources[-1]["supportedProfile"] = supported
     statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -12,11 +12,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from antlr4 import CommonTokenStream, InputStream, Token
-from antlr4.error.ErrorListener import ErrorListener
-from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
-from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
-
 from fhir_server.search.extract import IndexExtractor, composite_indexable
 from fhir_server.search.registry import (
     Component,
@@ -25,6 +20,8 @@ from fhir_server.search.registry import (
     expression_root,
     split_union,
 )
+from profiles.fhirpath_syntax import FhirPathSyntaxError
+from profiles.fhirpath_syntax import check_syntax as check_fhirpath
 
 __all__ = ["InvalidDefinition", "check_syntax", "params_from_definition"]
 
@@ -129,29 +126,12 @@ def _components(value: Any, kind: str) -> tuple[Component, ...]:
     return tuple(components)
 
 
-class _Raise(ErrorListener):
-    def syntaxError(
-        self, recognizer: Any, symbol: Any, line: int, column: int, msg: str, e: Any
-    ) -> None:
-        raise InvalidDefinition(
-            f"SearchParameter.expression is not valid FHIRPath (at character {column + 1})"
-        )
-
-
 def check_syntax(expression: str) -> None:
-    """Raise InvalidDefinition unless ``expression`` is FHIRPath, every character of it.
-
-    fhirpathpy's own parser recovers from syntax errors and evaluates what it could read.
-    """
-    lexer = FHIRPathLexer(InputStream(expression))
-    lexer.removeErrorListeners()
-    lexer.addErrorListener(_Raise())
-    parser = FHIRPathParser(CommonTokenStream(lexer))
-    parser.removeErrorListeners()
-    parser.addErrorListener(_Raise())
-    parser.expression()
-    if parser.getCurrentToken().type != Token.EOF:
-        raise InvalidDefinition("SearchParameter.expression is not valid FHIRPath (text after it)")
+    """Raise InvalidDefinition unless ``expression`` is FHIRPath, every character of it."""
+    try:
+        check_fhirpath(expression)
+    except FhirPathSyntaxError as exc:
+        raise InvalidDefinition(f"SearchParameter.expression is {exc}") from None
 
 
 def _check_compiles(param: SearchParam, registry: SearchRegistry) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from fhir_server.core.errors import InvalidRequest, Issue
 from fhir_server.search.extract import composite_indexable
@@ -35,6 +35,7 @@ from fhir_server.search.values import (
     parse_date_range,
     parse_number_range,
 )
+from terminology import TerminologyError
 
 __all__ = [
     "MAX_CHAIN_DEPTH",
@@ -84,7 +85,7 @@ _CONTAINED = frozenset({"_contained", "_containedType"})
 _FULL_TEXT = frozenset({"_text", "_content"})
 _MODIFIERS: dict[str, frozenset[str]] = {
     "string": frozenset({"exact", "contains", "missing"}),
-    "token": frozenset({"not", "text", "missing", "of-type"}),
+    "token": frozenset({"not", "text", "missing", "of-type", "in", "not-in", "above", "below"}),
     "reference": frozenset({"missing", "identifier"}),
     "date": frozenset({"missing"}),
     "number": frozenset({"missing"}),
@@ -95,6 +96,22 @@ _MODIFIERS: dict[str, frozenset[str]] = {
 # too, but only those whose components index on the fast path (extract.composite_indexable), so
 # they are left out of this list rather than listed wholesale.
 SUPPORTED_PARAM_TYPES = frozenset(_MODIFIERS)
+
+
+class CodeSets(Protocol):
+    """What search asks of the terminology service (``terminology.service.Terminology``)."""
+
+    def codes_in(self, value_set: str, *, held_only: bool = False) -> Any: ...
+
+    def descendants(self, system: str, code: str) -> frozenset[str]: ...
+
+    def ancestors(self, system: str, code: str) -> frozenset[str]: ...
+
+    def case_sensitive(self, system: str) -> bool: ...
+
+
+# Token modifiers answered by the terminology service.
+_TERMINOLOGY_MODIFIERS = frozenset({"in", "not-in", "above", "below"})
 # Links (chained references and _has) in one key; more is refused as too complex.
 MAX_CHAIN_DEPTH = 4
 # Resource types one key may visit while its chains fan out over untyped references.
@@ -136,6 +153,13 @@ class TokenValue:
     type_code: str | None = None
     # For :text, the normalized text to match against displays and CodeableConcept.text.
     text: str | None = None
+    # For :in, :not-in, :above and :below, the codes the terminology service gave: any code of
+    # ``systems``, or one of the (system, code) ``pairs``, but none of ``excluded``.
+    pairs: tuple[tuple[str, str], ...] | None = None
+    systems: tuple[str, ...] = ()
+    excluded: tuple[tuple[str, str], ...] = ()
+    # Systems whose codes compare without regard to case (CodeSystem.caseSensitive false).
+    folded: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +336,7 @@ def parse_search(
     max_count: int = 1000,
     base_url: str | None = None,
     compartment: tuple[str, str] | None = None,
+    terminology: CodeSets | None = None,
 ) -> SearchRequest:
     """Parse query items (in order, repeated keys kept) for a search on ``resource_type``.
 
@@ -319,7 +344,8 @@ def parse_search(
     the same as the relative ``Type/id`` (search.html#reference). ``compartment`` is the
     (type, id) of a compartment search, ``GET /Patient/1/Observation?...`` giving
     ``("Patient", "1")`` (http://hl7.org/fhir/R4/compartmentdefinition.html): only resources
-    in that compartment match.
+    in that compartment match. ``terminology`` answers the token modifiers :in, :not-in, :above
+    and :below (without it they are refused).
     """
     params = registry.for_type(resource_type)
     clauses: list[Clause] = []
@@ -332,7 +358,7 @@ def parse_search(
     cursor: str | None = None
     query: list[tuple[str, str]] = []
 
-    keys = _KeyParser(registry, base_url)
+    keys = _KeyParser(registry, base_url, terminology)
 
     def refuse(message: str) -> None:
         if not lenient:
@@ -411,9 +437,12 @@ def _usable(param: SearchParam | None) -> SearchParam | None:
 class _KeyParser:
     """Parses one query key (with chains and _has to any allowed depth) and its value."""
 
-    def __init__(self, registry: SearchRegistry, base_url: str | None) -> None:
+    def __init__(
+        self, registry: SearchRegistry, base_url: str | None, terminology: CodeSets | None = None
+    ) -> None:
         self.registry = registry
         self.base_url = base_url
+        self.terminology = terminology
         self.visited = 0
 
     def parse(self, resource_type: str, key: str, value: str, depth: int = 0) -> Clause:
@@ -470,7 +499,50 @@ class _KeyParser:
             raise _Unsupported(
                 f"the modifier :{modifier} is not supported on {name} ({param.type})"
             )
+        if param.type == "token" and modifier in _TERMINOLOGY_MODIFIERS:
+            return self._code_set(param, modifier, value)
         return _parse_clause(param, modifier or None, value, self.base_url)
+
+    def _code_set(self, param: SearchParam, modifier: str, text: str) -> Clause:
+        """:in / :not-in a value set, :below / :above a code (search.html#modifiers): the codes
+        the terminology service gives, each value of a comma list one more alternative."""
+        if self.terminology is None:
+            raise _Unsupported(f"the modifier :{modifier} needs the terminology service")
+        values = []
+        for raw in (v for v in split_escaped(text, ",") if v != ""):
+            values.append(self._codes(param, modifier, _unescape(raw)))
+        if not values:
+            raise InvalidSearch(f"the search parameter {param.code} has no value")
+        return Clause(param.code, param.type, param, modifier, tuple(values))
+
+    def _codes(self, param: SearchParam, modifier: str, text: str) -> TokenValue:
+        terminology = self.terminology
+        assert terminology is not None
+        try:
+            if modifier in ("in", "not-in"):
+                # A fragment code system (ICD-10-CM Z55-Z65, say) answers with the codes held.
+                match = terminology.codes_in(text, held_only=True)
+                return TokenValue(
+                    None,
+                    None,
+                    pairs=tuple(sorted(match.codes)),
+                    systems=tuple(sorted(match.systems)),
+                    excluded=tuple(sorted(match.excluded)),
+                    folded=tuple(sorted(match.case_insensitive)),
+                )
+            system, bar, code = text.rpartition("|")
+            if not bar or not system or not code:
+                raise InvalidSearch(f"{param.code}:{modifier} takes system|code")
+            if modifier == "below":
+                codes = terminology.descendants(system, code)
+            else:
+                codes = terminology.ancestors(system, code)
+            folded = () if terminology.case_sensitive(system) else (system,)
+        except TerminologyError as exc:
+            raise InvalidSearch(f"{param.code}:{modifier}: {exc}") from None
+        return TokenValue(
+            None, None, pairs=tuple(sorted((system, c) for c in codes)), folded=folded
+        )
 
     def _visit(self, depth: int) -> None:
         if depth >= MAX_CHAIN_DEPTH:

@@ -319,7 +319,7 @@ def _clause(row: _Row, clause: Clause, p: _Params) -> str:
         return f"NOT EXISTS ({rows})" if first.missing else f"EXISTS ({rows})"
     build = _BUILDERS[clause.kind]
     condition = " OR ".join(f"({build(clause.modifier, v, p, 'i')})" for v in clause.values)
-    if clause.modifier == "not":
+    if clause.modifier in ("not", "not-in"):
         return f"NOT EXISTS ({rows} AND ({condition}))"
     return f"EXISTS ({rows} AND ({condition}))"
 
@@ -497,6 +497,8 @@ def _token(modifier: str | None, value: Any, p: _Params, a: str) -> str:
     assert isinstance(value, TokenValue)
     if value.text is not None:
         return f"{a}.text LIKE {p(_like_escape(value.text) + '%')}{_ESCAPE}"
+    if value.pairs is not None or value.systems:
+        return _code_set(value, p, a)
     parts = []
     if value.code is not None:
         parts.append(f"{a}.code = {p(value.code)}")
@@ -510,6 +512,40 @@ def _token(modifier: str | None, value: Any, p: _Params, a: str) -> str:
         if value.type_code is not None:
             parts.append(f"{a}.type_code = {p(value.type_code)}")
     return " AND ".join(parts) or "TRUE"
+
+
+def _code_set(value: TokenValue, p: _Params, a: str) -> str:
+    """Any code of whole systems, or one of the (system, code) pairs, but not the excluded."""
+    alternatives = []
+    if value.systems:
+        whole = f"{a}.system = ANY({p(list(value.systems))})"
+        if value.excluded:
+            whole += f" AND NOT ({_pairs(value.excluded, value.folded, p, a)})"
+        alternatives.append(f"({whole})")
+    if value.pairs:
+        alternatives.append(_pairs(value.pairs, value.folded, p, a))
+    return " OR ".join(f"({x})" for x in alternatives) or "FALSE"
+
+
+def _pairs(pairs: tuple[tuple[str, str], ...], folded: tuple[str, ...], p: _Params, a: str) -> str:
+    """One of the (system, code) pairs; codes of ``folded`` systems compare without case."""
+    exact = [(s, c) for s, c in pairs if s not in folded]
+    loose = [(s, c.lower()) for s, c in pairs if s in folded]
+    alternatives = []
+    if exact:
+        # The code first: it leads the token index after the parameter.
+        systems, codes = [s for s, _ in exact], [c for _, c in exact]
+        alternatives.append(
+            f"({a}.code = ANY({p(codes)}) AND ({a}.system, {a}.code) IN"
+            f" (SELECT * FROM unnest({p(systems)}::text[], {p(codes)}::text[])))"
+        )
+    if loose:
+        systems, codes = [s for s, _ in loose], [c for _, c in loose]
+        alternatives.append(
+            f"(({a}.system, lower({a}.code)) IN"
+            f" (SELECT * FROM unnest({p(systems)}::text[], {p(codes)}::text[])))"
+        )
+    return " OR ".join(alternatives) or "FALSE"
 
 
 def _reference(modifier: str | None, value: Any, p: _Params, a: str) -> str:

@@ -24,7 +24,6 @@ from fhir_server.storage.repository import (
     Indexer,
     Repository,
     StoredResource,
-    check_resource,
     now_millis,
 )
 
@@ -70,7 +69,7 @@ class CreateBatch:
         ``id`` must be new, such as a UUID the server chose; a body's own ``id`` is ignored,
         as a create ignores it. Raises what ``Repository.create`` raises for an invalid body.
         """
-        check_resource(resource_type, body)
+        self.repo.check(resource_type, body)
         self._resources.append({**body, "id": id} if body.get("id") != id else body)
 
     async def write(self) -> list[StoredResource]:

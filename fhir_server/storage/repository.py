@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import orjson
 import psycopg
 
+from fhir_server.conformance import Conformance
 from fhir_server.core.errors import (
     Conflict,
     Gone,
@@ -348,9 +349,36 @@ def normalize_criteria(resource_type: str, items: Sequence[tuple[str, str]]) -> 
 class Repository:
     """Reads and writes resources on one connection, inside the caller's transaction."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], indexer: Indexer) -> None:
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        indexer: Indexer,
+        conformance: Conformance | None = None,
+        refresh_conformance: Callable[[], Awaitable[Conformance]] | None = None,
+    ) -> None:
         self.conn = conn
         self.indexer = indexer
+        # The profiles and terminology writes are checked against (None: the base rules only),
+        # and how to reload them when a write claims a profile not known yet.
+        self.conformance = conformance
+        self._refresh_conformance = refresh_conformance
+
+    async def _know_profiles(self, resource_type: str, body: dict[str, Any]) -> None:
+        """Reload the profiles first if ``body`` claims one unknown here: it may have been
+        posted a moment ago, through another server process."""
+        if (
+            self.conformance is not None
+            and self._refresh_conformance is not None
+            and self.conformance.claims_unknown(resource_type, body)
+        ):
+            self.conformance = await self._refresh_conformance()
+
+    def check(self, resource_type: str, body: dict[str, Any]) -> None:
+        """Validate a write of ``body``: the R4 base rules, then the profiles it must conform to
+        (400 for the first, 422 for the second)."""
+        check_resource(resource_type, body)
+        if self.conformance is not None:
+            self.conformance.check_write(resource_type, body)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -551,7 +579,8 @@ class Repository:
         ``id`` is a new id the server chose beforehand (a transaction gives ids to the resources
         it creates before writing any, to rewrite references); it must be fresh, like a UUID.
         """
-        check_resource(resource_type, body)
+        await self._know_profiles(resource_type, body)
+        self.check(resource_type, body)
         if if_none_exist is not None:
             await self._lock(normalize_criteria(resource_type, if_none_exist.query))
             found = await self.find(if_none_exist)
@@ -584,7 +613,8 @@ class Repository:
                     ),
                 ),
             )
-        check_resource(resource_type, body)
+        await self._know_profiles(resource_type, body)
+        self.check(resource_type, body)
         await self._lock(f"{resource_type}/{id}")
         current = await (await self.conn.execute(_CURRENT, (resource_type, id))).fetchone()
         if current is None:
@@ -634,7 +664,8 @@ class Repository:
     ) -> WriteOutcome:
         """http://hl7.org/fhir/R4/http.html#cond-update"""
         resource_type = criteria.resource_type
-        check_resource(resource_type, body)
+        await self._know_profiles(resource_type, body)
+        self.check(resource_type, body)
         await self._lock(normalize_criteria(resource_type, criteria.query))
         found = await self.find(criteria)
         if len(found) > 1:

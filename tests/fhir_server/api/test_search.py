@@ -292,7 +292,9 @@ async def test_tag_profile_security_source(client: httpx.AsyncClient) -> None:
         ],
         "source": "urn:iees",
     }
-    await _put(client, {**_patient("t1", "Tag", "T", "1990-01-01"), "meta": meta})
+    # A US Core Patient, as it claims: an identifier and a gender.
+    us_core = {"identifier": [{"system": "urn:kynect", "value": "t1"}], "gender": "unknown"}
+    await _put(client, {**_patient("t1", "Tag", "T", "1990-01-01"), "meta": meta, **us_core})
     await _put(client, _patient("t2", "Tag", "U", "1990-01-01"))
     for query in [
         "_tag=urn:kynect|ky-partner",
