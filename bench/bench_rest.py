@@ -272,7 +272,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["read", "search", "create", "floor"],
+        choices=["read", "search", "create", "create-profiled", "floor"],
         help="run only these parts (repeatable); default: all",
     )
     parser.add_argument(
@@ -350,9 +350,18 @@ def main() -> None:
                 "coding": [{"system": "http://loinc.org", "code": "LA28397-0"}]
             },
         }
+        # The same write claiming its SDOHCC profile (a screening response from the synthetic
+        # population, which conforms): what profile validation adds to a create.
+        profiled = next(
+            r
+            for r in generate_population(3, seed=3)
+            if r["resourceType"] == "Observation" and r.get("meta", {}).get("profile")
+        )
+        profiled = {k: v for k, v in profiled.items() if k != "id"}
+        profiled["subject"] = observation["subject"]
         env = {**os.environ, "SDOH_FHIR_DATABASE_URL": url}
         postmaster = int((embedded.pgdata / "postmaster.pid").read_text().split()[0])
-        parts = set(options.only or ["read", "search", "create", "floor"])
+        parts = set(options.only or ["read", "search", "create", "create-profiled", "floor"])
         base = f"http://127.0.0.1:{options.port}"
         results: dict[str, dict[str, float]] = {}
 
@@ -387,6 +396,12 @@ def main() -> None:
                     "create",
                     "/Observation",
                     _CREATE.replace("BODY", orjson.dumps(observation).decode()),
+                    [],
+                ),
+                (
+                    "create-profiled",
+                    "/Observation",
+                    _CREATE.replace("BODY", orjson.dumps(profiled).decode()),
                     [],
                 ),
             ]:
