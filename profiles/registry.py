@@ -193,7 +193,7 @@ def _newest(versions: list[str | None]) -> str | None:
     keys = []
     for version in versions:
         parts = _VERSION_PART.split(version) if version else []
-        if not parts or not all(p.isdigit() for p in parts):
+        if not parts or not all(p.isascii() and p.isdigit() for p in parts):
             return versions[-1]
         keys.append(tuple(int(p) for p in parts))
     return versions[max(range(len(versions)), key=keys.__getitem__)]

@@ -106,6 +106,11 @@ def create_app(settings: Settings) -> FastAPI:
         )
         await stored_conformance.refresh()
         state.refresh_conformance = stored_conformance.refresh_soon
+        state.stored_conformance = stored_conformance
+        # A required profile nothing defines would be enforced by nothing: refuse to start.
+        unknown = stored_conformance.current.unknown_required()
+        if unknown:
+            raise ValueError(f"required profiles not known to this server: {', '.join(unknown)}")
         # The registry, models and compiled FHIRPath live as long as the process: keep them out
         # of the collector's full passes, which otherwise add tens of ms to the slowest requests.
         gc.freeze()

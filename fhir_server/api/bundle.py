@@ -164,10 +164,8 @@ async def transaction_or_batch(request: Request) -> Response:
             except FhirError as error:
                 parsed.append(error)
         results = await _batch(context, parsed)
-    if state.refresh_conformance is not None and any(
-        isinstance(e, _Entry) and e.resource_type in CONFORMANCE_TYPES for e in parsed
-    ):
-        await state.refresh_conformance()  # profiles or terminology written: used at once
+    if any(isinstance(e, _Entry) and e.resource_type in CONFORMANCE_TYPES for e in parsed):
+        await rest.definitions_written(state)  # profiles or terminology written: used at once
     return render_bytes(request, _response_bundle(context, f"{kind}-response", parsed, results))
 
 

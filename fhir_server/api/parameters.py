@@ -7,6 +7,7 @@ complex types (``valueCoding``), resources (``resource``) or nested ``part``s.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,10 @@ from fhir_server.api.formats import read_body
 from fhir_server.core.errors import InvalidRequest
 
 __all__ = ["OperationParameters"]
+
+_INTEGER = re.compile(r"[0-9]{1,9}")
+# No operation here takes parameters nested deeper than a few parts.
+_MAX_DEPTH = 8
 
 _PRIMITIVES = (
     "valueString",
@@ -89,11 +94,14 @@ class OperationParameters:
         return value
 
     def integer(self, name: str, *, minimum: int = 0) -> int | None:
+        """A non-negative integer below a billion (a count, an offset)."""
         text = self.string(name)
         if text is None:
             return None
-        if not text.lstrip("-").isdigit() or int(text) < minimum:
-            raise InvalidRequest(f"the parameter {name!r} must be an integer >= {minimum}")
+        if not _INTEGER.fullmatch(text) or int(text) < minimum:
+            raise InvalidRequest(
+                f"the parameter {name!r} must be an integer from {minimum} to 999999999"
+            )
         return int(text)
 
     def boolean(self, name: str) -> bool | None:
@@ -126,22 +134,24 @@ class OperationParameters:
         return found
 
 
-def _parameters(items: Any, where: str) -> dict[str, list[Any]]:
+def _parameters(items: Any, where: str, depth: int = 0) -> dict[str, list[Any]]:
     if items is None:
         return {}
+    if depth > _MAX_DEPTH:
+        raise InvalidRequest(f"parameters nest more than {_MAX_DEPTH} parts deep")
     if not isinstance(items, list):
         raise InvalidRequest(f"{where} must be an array")
     values: dict[str, list[Any]] = {}
     for position, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidRequest(f"{where}[{position}] must be an object with a name")
-        values.setdefault(item["name"], []).append(_value(item, f"{where}[{position}]"))
+        values.setdefault(item["name"], []).append(_value(item, f"{where}[{position}]", depth))
     return values
 
 
-def _value(item: dict[str, Any], where: str) -> Any:
+def _value(item: dict[str, Any], where: str, depth: int) -> Any:
     if "part" in item:
-        return OperationParameters(_parameters(item["part"], f"{where}.part"))
+        return OperationParameters(_parameters(item["part"], f"{where}.part", depth + 1))
     if "resource" in item:
         if not isinstance(item["resource"], dict):
             raise InvalidRequest(f"{where}.resource must be a resource")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -38,7 +39,6 @@ from fhir_server.search.parse import InvalidSearch, SearchRequest, parse_count, 
 from fhir_server.search.sql import Cursor, encode_cursor
 from fhir_server.search.values import InvalidValue, parse_date_range
 from fhir_server.storage.compartment import CompartmentPage, compartment_page
-from fhir_server.storage.conformance import CONFORMANCE_TYPES
 from fhir_server.storage.includes import Included, fetch_included
 from fhir_server.storage.repository import (
     HistoryPage,
@@ -49,6 +49,8 @@ from fhir_server.storage.repository import (
     format_instant,
 )
 from profiles.models import mandatory_elements, summary_elements
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["routes"]
 
@@ -71,17 +73,22 @@ async def _writing(request: Request) -> AsyncIterator[Repository]:
     """A repository in a transaction that commits when the interaction succeeds."""
     state = _state(request)
     async with _connection(state) as conn, conn.transaction():
-        yield Repository(conn, state.indexer, state.conformance, state.refresh_conformance)
-    await _definitions_written(request)
+        repo = Repository(conn, state.indexer, state.conformance, state.refresh_conformance)
+        yield repo
+    if repo.wrote_definitions:
+        await definitions_written(state)
 
 
-async def _definitions_written(request: Request) -> None:
+async def definitions_written(state: AppState) -> None:
     """After a write of a profile or terminology resource, this process uses it at once (the
-    others within moments: a trigger notifies them)."""
-    if request.path_params.get("resource_type") in CONFORMANCE_TYPES:
-        refresh = _state(request).refresh_conformance
-        if refresh is not None:
-            await refresh()
+    others within moments: a trigger notifies them). The write is committed: a failure here
+    is logged, never the client's answer (a retry would write it twice)."""
+    if state.stored_conformance is None:
+        return
+    try:
+        await state.stored_conformance.refresh()
+    except Exception as exc:
+        _log.warning("conformance: reload after a write failed: %s", type(exc).__name__)
 
 
 class _autocommit:  # noqa: N801 - used as a function: ``async with _autocommit(request)``
@@ -92,12 +99,12 @@ class _autocommit:  # noqa: N801 - used as a function: ``async with _autocommit(
     connection returned in a bad state, as ``pool.connection()`` would.
     """
 
-    __slots__ = ("_conn", "_request", "_state")
+    __slots__ = ("_conn", "_repo", "_state")
 
     def __init__(self, request: Request) -> None:
-        self._request = request
         self._state = _state(request)
         self._conn: Any = None
+        self._repo: Repository | None = None
 
     async def __aenter__(self) -> Repository:
         try:
@@ -106,14 +113,17 @@ class _autocommit:  # noqa: N801 - used as a function: ``async with _autocommit(
             _translate(exc)
             raise
         state = self._state
-        return Repository(self._conn, state.indexer, state.conformance, state.refresh_conformance)
+        self._repo = Repository(
+            self._conn, state.indexer, state.conformance, state.refresh_conformance
+        )
+        return self._repo
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         await self._state.pool.putconn(self._conn)
         if exc is not None:
             _translate(exc)
-        elif self._request.method != "GET":
-            await _definitions_written(self._request)
+        elif self._repo is not None and self._repo.wrote_definitions:
+            await definitions_written(self._state)
 
 
 @asynccontextmanager

@@ -3,16 +3,16 @@ profiles and terminology."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from fhir_server.conformance import Conformance
+from fhir_server.operations.conformance import StoredConformance
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.settings import Settings
-from fhir_server.storage.repository import Indexer
+from fhir_server.storage.repository import Indexer, RefreshConformance
 
 __all__ = ["AppState"]
 
@@ -28,4 +28,5 @@ class AppState:
     resource_types: frozenset[str]
     # Profiles and terminology, bundled and stored; how to reload them now (rate-limited).
     conformance: Conformance
-    refresh_conformance: Callable[[], Awaitable[Conformance]] | None = None
+    refresh_conformance: RefreshConformance | None = None
+    stored_conformance: StoredConformance | None = None

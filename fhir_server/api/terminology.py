@@ -46,6 +46,8 @@ __all__ = ["routes"]
 
 # Largest expansion answered without paging (count): larger ones say to page.
 MAX_EXPANSION = 10_000
+# The url given to a definition passed inline without one (never shown to the client).
+_INLINE = "urn:uuid:inline-"
 
 
 # -- CodeSystem ----------------------------------------------------------------------------------
@@ -57,11 +59,10 @@ async def lookup(request: Request) -> Response:
     found = _run(lambda: terminology.lookup(system, code, version))
     if found is None:
         raise NotFound(f"the code {code!r} is not in the code system {system}")
-    output: list[dict[str, Any]] = [{"name": "name", "valueString": found.name}]
+    output: list[dict[str, Any]] = [{"name": "name", "valueString": found.name or system}]
     if found.version:
         output.append({"name": "version", "valueString": found.version})
-    if found.display:
-        output.append({"name": "display", "valueString": found.display})
+    output.append({"name": "display", "valueString": found.display or code})
     for designation in found.designations:
         parts: list[dict[str, Any]] = []
         if designation.language:
@@ -90,6 +91,8 @@ async def lookup(request: Request) -> Response:
 async def validate_code_system(request: Request) -> Response:
     parameters, terminology, url = await _context(request, "CodeSystem", "codeSystem")
     system, code, version = _coded(parameters, "url", url)
+    system, bar, embedded = system.partition("|")
+    version = version or (embedded if bar else None)
     display = parameters.string("display")
     result = _run(
         lambda: terminology.validate_code(
@@ -158,7 +161,7 @@ async def expand(request: Request) -> Response:
         contains.append(entry)
     result: dict[str, Any] = {"resourceType": "ValueSet"}
     for key in ("id", "url", "version", "name", "title", "status"):
-        if key in definition:
+        if key in definition and not (key == "url" and str(definition[key]).startswith(_INLINE)):
             result[key] = definition[key]
     result.setdefault("status", "active")
     result["expansion"] = {
@@ -177,11 +180,37 @@ async def validate_value_set_code(request: Request) -> Response:
     url = url or parameters.string("url")
     if not url:
         raise InvalidRequest("$validate-code needs the value set: url, an instance, or valueSet")
-    system, code, version = _coded(parameters, "system", None)
+    value_set_version = parameters.string("valueSetVersion")
     display = parameters.string("display")
+    concept = parameters.complex("codeableConcept")
+    codings = concept.get("coding") if concept is not None else None
+    if isinstance(codings, list) and len(codings) > 1 and parameters.string("code") is None:
+        # A CodeableConcept is valid when any of its codings is (valueset-operation-validate-code).
+        results = []
+        for coding in codings:
+            if not isinstance(coding, dict) or not isinstance(coding.get("code"), str):
+                raise InvalidRequest("each coding of codeableConcept needs a code")
+            given = coding.get("system")
+            system = given if isinstance(given, str) else ""
+            check = functools.partial(
+                terminology.validate_code,
+                value_set=url,
+                system=system,
+                code=coding["code"],
+                value_set_version=value_set_version,
+            )
+            results.append(_run(check))
+        best = next((r for r in results if r.result), results[0])
+        return _validation(request, best)
+    system, code, version = _coded(parameters, "system", None)
     result = _run(
         lambda: terminology.validate_code(
-            value_set=url, system=system, code=code, display=display, version=version
+            value_set=url,
+            system=system,
+            code=code,
+            display=display,
+            version=version,
+            value_set_version=value_set_version,
         )
     )
     return _validation(request, result)
@@ -215,6 +244,7 @@ async def translate(request: Request) -> Response:
             target_system=parameters.string("targetsystem"),
             dependencies=dependencies,
             reverse=reverse,
+            concept_map_version=parameters.string("conceptMapVersion"),
         )
     )
     found = [m for m in matches if m.equivalence not in ("unmatched", "disjoint")]
@@ -248,21 +278,25 @@ async def _context(
         url = definition.get("url") if isinstance(definition.get("url"), str) else None
         if url is None:
             raise InvalidRequest(f"{resource_type}/{request.path_params['id']} has no url")
+        if isinstance(definition.get("version"), str):
+            url = f"{url}|{definition['version']}"  # this instance, not the newest of its url
         if _definition(terminology, resource_type, url) is None:
-            terminology = _run(lambda: terminology.extended([definition]))
+            terminology = _run(lambda: terminology.extended([definition]))  # bundled by id
     given = parameters.complex(inline)
     if given is not None:
         if given.get("resourceType") != resource_type:
             raise InvalidRequest(f"the parameter {inline!r} must be a {resource_type}")
         if not isinstance(given.get("url"), str):
-            given = {**given, "url": f"urn:uuid:{uuid.uuid4()}"}
+            given = {**given, "url": f"{_INLINE}{uuid.uuid4()}"}
         terminology = _run(lambda: terminology.extended([given]))
         url = given["url"]
     elif url is None and state.refresh_conformance is not None:
-        named = parameters.string("url") or parameters.string("system")
+        named = parameters.string("url")
+        if resource_type == "CodeSystem":
+            named = named or parameters.string("system")
         if named and _definition(terminology, resource_type, named) is None:
             # Posted a moment ago through another server process, perhaps.
-            terminology = (await state.refresh_conformance()).terminology
+            terminology = (await state.refresh_conformance(None, [named])).terminology
     return parameters, terminology, url
 
 

@@ -116,11 +116,11 @@ async def _answer(
     else:
         state = rest._state(request)
         conformance = state.conformance
-        if state.refresh_conformance is not None and (
-            (profile and not conformance.profiles.known(profile))
-            or conformance.claims_unknown(resource_type, resource)
-        ):
-            conformance = await state.refresh_conformance()
+        missing = conformance.unknown_claims(resource_type, resource)
+        if profile and not conformance.profiles.known(profile):
+            missing.append(profile)
+        if missing and state.refresh_conformance is not None:
+            conformance = await state.refresh_conformance(None, missing)
         issues.extend(
             conformance.validate(resource_type, resource, profile=profile, must_support=True)
         )

@@ -10,6 +10,8 @@ senders claim US Core or IG profiles a receiver may not hold.
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,8 @@ from profiles.validator import (
 from terminology import Terminology
 
 __all__ = ["Conformance", "RequiredProfile", "UNKNOWN_PROFILE_MODES", "parse_required_profiles"]
+
+_log = logging.getLogger(__name__)
 
 UNKNOWN_PROFILE_MODES = ("ignore", "error")
 
@@ -50,8 +54,8 @@ class RequiredProfile:
             return True
         try:
             result = self._test(body)
-        except Exception:  # a condition that cannot be evaluated on this resource: not met
-            return False
+        except Exception:  # a condition that cannot be evaluated on this resource: the profile
+            return True  # applies (failing closed: otherwise odd content would escape it)
         return result == [True]
 
 
@@ -130,19 +134,34 @@ class Conformance:
         older server version may have stored it)."""
         by_type: dict[str, list[Mapping[str, Any]]] = {}
         for definition in definitions:
-            by_type.setdefault(str(definition.get("resourceType")), []).append(definition)
+            if not _bundled_url(definition):  # stored before that was refused: never shadows
+                by_type.setdefault(str(definition.get("resourceType")), []).append(definition)
         profiles = ProfileRegistry.bundled()
-        for definition in by_type.get("StructureDefinition", ()):
-            try:
-                profiles = profiles.extended([definition])
-            except InvalidDefinition:
-                continue
-        terminology_resources = [
-            d for t in ("CodeSystem", "ValueSet", "ConceptMap") for d in by_type.get(t, ())
-        ]
+        structures = _parents_first(by_type.get("StructureDefinition", []))
+        try:
+            profiles = profiles.extended(structures)
+        except Exception:  # one of them cannot be used: add them one by one, skipping it
+            for definition in structures:
+                try:
+                    profiles = profiles.extended([definition])
+                except Exception as exc:
+                    _log.warning(
+                        "conformance: StructureDefinition/%s skipped: %s",
+                        definition.get("id"),
+                        type(exc).__name__,
+                    )
         terminology = Terminology.bundled()
-        if terminology_resources:
-            terminology = terminology.extended(terminology_resources)
+        for kind in ("CodeSystem", "ValueSet", "ConceptMap"):
+            for definition in by_type.get(kind, ()):
+                try:
+                    terminology = terminology.extended([definition])
+                except Exception as exc:
+                    _log.warning(
+                        "conformance: %s/%s skipped: %s",
+                        kind,
+                        definition.get("id"),
+                        type(exc).__name__,
+                    )
         return Conformance(
             profiles,
             terminology,
@@ -167,15 +186,25 @@ class Conformance:
 
     def claims_unknown(self, resource_type: str, body: Mapping[str, Any]) -> bool:
         """Whether ``body`` must conform to a profile this process does not know (yet)."""
-        return any(not self.profiles.known(u) for u in self.profiles_for(resource_type, body))
+        return bool(self.unknown_claims(resource_type, body))
+
+    def unknown_claims(self, resource_type: str, body: Mapping[str, Any]) -> list[str]:
+        """The profiles ``body`` must conform to that this process does not know (yet)."""
+        return [u for u in self.profiles_for(resource_type, body) if not self.profiles.known(u)]
+
+    def unknown_required(self) -> list[str]:
+        """Required profiles this server does not know: it must not start (they would be
+        enforced by nothing)."""
+        return [r.profile for r in self.required if not self.profiles.known(r.profile)]
 
     def check_write(self, resource_type: str, body: Mapping[str, Any]) -> None:
         """Raise ``UnprocessableEntity`` (422) with the issues if ``body`` breaks a profile it
         must conform to, or is a definition the server cannot use."""
         errors: list[Issue] = []
+        required = {r.profile for r in self._required_by_type.get(resource_type, ())}
         for url in self.profiles_for(resource_type, body):
             if not self.profiles.known(url):
-                if self.unknown_profiles == "error":
+                if self.unknown_profiles == "error" or url in required:
                     errors.append(
                         Issue(
                             "error",
@@ -199,12 +228,29 @@ class Conformance:
 
     def _check_definition(self, resource_type: str, body: Mapping[str, Any]) -> list[Issue]:
         """A StructureDefinition, CodeSystem, ValueSet or ConceptMap this server could not use
-        is refused when written, rather than ignored when it is needed."""
+        is refused when written, rather than ignored when it is needed; so is one with the url of
+        a definition the server ships (it would change what every bundled profile means)."""
+        if _bundled_url(body):
+            return [
+                Issue(
+                    "error",
+                    "business-rule",
+                    f"{body.get('url')} is a definition this server ships; it cannot be replaced"
+                    " (give yours another canonical url)",
+                    (f"{resource_type}.url",),
+                )
+            ]
         if resource_type == "StructureDefinition":
             try:
-                self.profiles.extended([body])
+                trial = self.profiles.extended([body])
+                url = body.get("url")
+                if isinstance(url, str):
+                    trial.known(url)
+                    trial.type_of(url)
             except InvalidDefinition as exc:
                 return [Issue("error", "invalid", f"the {resource_type} cannot be used: {exc}")]
+            except Exception:  # anything else it trips over: refused, never stored to fail later
+                return [Issue("error", "invalid", f"the {resource_type} cannot be used")]
             return []
         return [
             Issue("error", "invalid", f"the {resource_type} cannot be used: {problem}")
@@ -258,6 +304,50 @@ class Conformance:
         if resource_type in DEFINITION_TYPES:
             issues.extend(self._check_definition(resource_type, body))
         return issues
+
+
+def _bundled_url(definition: Mapping[str, Any]) -> bool:
+    """Whether ``definition`` has the canonical url of one the server ships."""
+    url = definition.get("url")
+    if not isinstance(url, str):
+        return False
+    kind = definition.get("resourceType")
+    if kind == "StructureDefinition":
+        return url in _bundled_profile_urls()
+    terminology = Terminology.bundled()
+    if kind == "CodeSystem":
+        return terminology.code_system(url) is not None
+    if kind == "ValueSet":
+        return terminology.value_set(url) is not None
+    if kind == "ConceptMap":
+        return terminology.concept_map(url) is not None
+    return False
+
+
+@functools.cache
+def _bundled_profile_urls() -> frozenset[str]:
+    return frozenset(ProfileRegistry.bundled().urls())
+
+
+def _parents_first(definitions: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """StructureDefinitions, each after the one it derives from when that is among them."""
+    by_url = {d.get("url"): d for d in definitions}
+    placed: list[Mapping[str, Any]] = []
+    seen: set[int] = set()
+
+    def place(definition: Mapping[str, Any], depth: int = 0) -> None:
+        if id(definition) in seen or depth > 50:
+            return
+        parent = by_url.get(definition.get("baseDefinition"))
+        if parent is not None and parent is not definition:
+            place(parent, depth + 1)
+        if id(definition) not in seen:
+            seen.add(id(definition))
+            placed.append(definition)
+
+    for definition in definitions:
+        place(definition)
+    return placed
 
 
 def _issue(issue: ValidationIssue) -> Issue:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -27,6 +28,11 @@ from fhir_server.storage.notify import NotifiedLoop
 __all__ = ["StoredConformance"]
 
 _log = logging.getLogger(__name__)
+
+
+# A url that a reload just found unknown is not reloaded for again before this (writes that keep
+# claiming an unknown profile must not each cost a reload); a notification reloads anyway.
+_MISS_SECONDS = 1.0
 
 
 class StoredConformance(NotifiedLoop):
@@ -48,27 +54,40 @@ class StoredConformance(NotifiedLoop):
         self.on_change = on_change
         self._seen: list[tuple[str, str, int]] = []
         self._lock = asyncio.Lock()
+        self._missed: dict[str, float] = {}
 
-    async def refresh(self) -> Conformance:
-        """Reload the stored definitions if they changed; the conformance they give."""
+    async def refresh(self, conn: Any = None) -> Conformance:
+        """Reload the stored definitions if they changed (on ``conn``, or a pooled connection);
+        the conformance they give."""
         async with self._lock:
-            async with self.pool.connection() as conn:
-                seen = await stored_versions(conn)
-                if seen == self._seen:
-                    return self.current
-                definitions = await load_definitions(conn)
-            self.current = self.base.with_definitions(definitions)
-            self._seen = seen
-            self.on_change(self.current)
-            return self.current
+            if conn is not None:
+                return await self._reload(conn)
+            async with self.pool.connection() as pooled:
+                return await self._reload(pooled)
 
-    async def refresh_soon(self) -> Conformance:
-        """:meth:`refresh` for a request that needs a definition not known here yet: it costs one
-        small query when nothing changed; waiters on a refresh under way share its result."""
-        if self._lock.locked():
-            async with self._lock:
-                return self.current
-        return await self.refresh()
+    async def _reload(self, conn: Any) -> Conformance:
+        seen = await stored_versions(conn)
+        if seen == self._seen:
+            return self.current
+        definitions = await load_definitions(conn)
+        current = self.base.with_definitions(definitions)
+        self.on_change(current)
+        self.current, self._seen = current, seen
+        self._missed.clear()
+        return current
+
+    async def refresh_soon(self, conn: Any, missing: Sequence[str] = ()) -> Conformance:
+        """:meth:`refresh` on ``conn`` for a request that needs definitions not known here yet
+        (``missing`` urls), unless each was found missing by a reload less than a second ago."""
+        now = time.monotonic()
+        if missing and all(
+            now - self._missed.get(url, -_MISS_SECONDS) < _MISS_SECONDS for url in missing
+        ):
+            return self.current
+        current = await self.refresh(conn)
+        for url in missing:
+            self._missed[url] = now
+        return current
 
     async def run(self) -> None:
         while await self.wait():

@@ -48,6 +48,7 @@ from fhir_server.search.sql import (
     build_search,
     decode_cursor,
 )
+from fhir_server.storage.conformance import CONFORMANCE_TYPES
 from profiles.models import ResourceInvalid, validate_resource
 
 __all__ = [
@@ -346,6 +347,11 @@ def normalize_criteria(resource_type: str, items: Sequence[tuple[str, str]]) -> 
     return f"{resource_type}?{urlencode(sorted(set(items)))}"
 
 
+# Reloads the profiles and terminology on the given connection, for the canonical urls a write
+# needs and does not find (a reload of a url missed a moment ago may be skipped).
+RefreshConformance = Callable[[Any, Sequence[str]], Awaitable[Conformance]]
+
+
 class Repository:
     """Reads and writes resources on one connection, inside the caller's transaction."""
 
@@ -354,7 +360,7 @@ class Repository:
         conn: psycopg.AsyncConnection[Any],
         indexer: Indexer,
         conformance: Conformance | None = None,
-        refresh_conformance: Callable[[], Awaitable[Conformance]] | None = None,
+        refresh_conformance: RefreshConformance | None = None,
     ) -> None:
         self.conn = conn
         self.indexer = indexer
@@ -362,21 +368,25 @@ class Repository:
         # and how to reload them when a write claims a profile not known yet.
         self.conformance = conformance
         self._refresh_conformance = refresh_conformance
+        # Whether a profile or terminology resource was written (the caller reloads them).
+        self.wrote_definitions = False
 
     async def _know_profiles(self, resource_type: str, body: dict[str, Any]) -> None:
         """Reload the profiles first if ``body`` claims one unknown here: it may have been
-        posted a moment ago, through another server process."""
-        if (
-            self.conformance is not None
-            and self._refresh_conformance is not None
-            and self.conformance.claims_unknown(resource_type, body)
-        ):
-            self.conformance = await self._refresh_conformance()
+        posted a moment ago, through another server process. On this connection: taking a
+        second one from the pool while holding this one could wait for ever under load."""
+        if self.conformance is None or self._refresh_conformance is None:
+            return
+        unknown = self.conformance.unknown_claims(resource_type, body)
+        if unknown:
+            self.conformance = await self._refresh_conformance(self.conn, unknown)
 
     def check(self, resource_type: str, body: dict[str, Any]) -> None:
         """Validate a write of ``body``: the R4 base rules, then the profiles it must conform to
         (400 for the first, 422 for the second)."""
         check_resource(resource_type, body)
+        if resource_type in CONFORMANCE_TYPES:
+            self.wrote_definitions = True
         if self.conformance is not None:
             self.conformance.check_write(resource_type, body)
 
@@ -697,6 +707,8 @@ class Repository:
         self, resource_type: str, id: str, *, if_match: int | None = None
     ) -> StoredResource | None:
         """http://hl7.org/fhir/R4/http.html#delete: soft; None if it was already deleted."""
+        if resource_type in CONFORMANCE_TYPES:
+            self.wrote_definitions = True
         await self._lock(f"{resource_type}/{id}")
         current = await (await self.conn.execute(_CURRENT, (resource_type, id))).fetchone()
         if current is None:

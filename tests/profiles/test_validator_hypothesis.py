@@ -323,6 +323,16 @@ def _task_invariants() -> list[str]:
 TASK_EXPRESSIONS = _task_invariants()
 
 
+def _has_null(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, dict):
+        return any(_has_null(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_null(v) for v in value)
+    return False
+
+
 @pytest.mark.parametrize("text", TASK_EXPRESSIONS)
 def test_the_task_invariants_compile_to_closures(text: str) -> None:
     assert compile_expression(text).compiled
@@ -342,6 +352,9 @@ def test_the_closures_answer_as_fhirpathpy_does(text: str, resource: dict[str, A
         else []
     )
     assume(len(urls) == len(set(urls)))
+    # The validator runs on resources the R4 base rules accepted, which refuse JSON nulls:
+    # fhirpathpy counts a null as an item, the closures do not, and FHIR has no such value.
+    assume(not _has_null(resource))
     expression = compile_expression(text)
     env = Environment(resource, CODES.member_of, lambda r, u: None)
     try:

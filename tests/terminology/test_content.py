@@ -34,8 +34,41 @@ LOINC = "http://loinc.org"
 SCT = "http://snomed.info/sct"
 DOMAIN_MAP = "http://sdoh-fhir.org/ConceptMap/sdoh-domain"
 OURS = "http://sdoh-fhir.org/"
+CDCREC = "urn:oid:2.16.840.1.113883.6.238"
+NULLFL = "http://terminology.hl7.org/CodeSystem/v3-NullFlavor"
+R4_VS = "http://hl7.org/fhir/ValueSet/"
+US_CORE_VS = "http://hl7.org/fhir/us/core/ValueSet/"
+UCUM = "http://unitsofmeasure.org"
+PROFILES = REPO / "profiles" / "definitions"
+# Value sets that bundled profiles bind with strength required and that are not shipped, each
+# with why; a required binding to a value set not held is only reported as "not known here".
+REQUIRED_NOT_SHIPPED = {
+    US_CORE_VS + "us-core-procedure-code": "7.0.0 composition not read in full (CPT, SNOMED CT "
+    "is-a Procedure, HCPCS, ICD-10-PCS, ...); the SNOMED CT fragment holds no procedure "
+    "hierarchy, so an is-a 71388002 filter would reject held procedures",
+    US_CORE_VS + "us-core-survey-codes": "LOINC CLASSTYPE / CLASS property filters; the LOINC "
+    "fragment carries no such properties",
+    US_CORE_VS + "us-core-documentreference-type": "not written yet",
+    US_CORE_VS + "detailed-race": "not written yet (CDC Race & Ethnicity is held in part)",
+    US_CORE_VS + "detailed-ethnicity": "not written yet (CDC Race & Ethnicity is held in part)",
+    "http://cts.nlm.nih.gov/fhir/ValueSet/2.16.840.1.113883.3.2074.1.1.3": "VSAC value set",
+    "http://cts.nlm.nih.gov/fhir/ValueSet/2.16.840.1.113762.1.4.1021.24": "VSAC value set",
+}
+CLINICAL_FINDING = "404684003"
 # Shipped SNOMED CT codes that are neither a finding nor about one SDOH domain.
-SNOMED_NOT_ROLLED_UP = {"410606002"}  # Social service procedure
+SNOMED_NOT_ROLLED_UP = {
+    "410606002",  # Social service procedure
+    CLINICAL_FINDING,  # the is-a roots of US Core Condition Codes
+    "243796009",
+    "272379006",
+    "160245001",  # No current problems or disability, listed in US Core Condition Codes
+    "386053000",  # Evaluation procedure, listed in US Core ServiceRequest Category Codes
+    "108252007",  # the R4 ServiceRequest categories that value set imports
+    "363679005",
+    "409063005",
+    "409073007",
+    "387713003",
+}
 # LOINC panels and sections of the instruments: about several domains, so not rolled up.
 LOINC_PANELS = {"93025-5", "93043-8", "93042-0", "93041-2", "93040-4", "93039-6"}
 
@@ -387,3 +420,115 @@ def test_codes_of_the_ig_examples_are_known() -> None:
         elif cs["content"] == "complete" and coding.get("display"):
             assert coding["display"].casefold() == concept["display"].casefold(), (name, coding)
     assert unknown == []
+
+
+def _value_set(url: str) -> Resource:
+    (vs,) = [v for v in _of_type("ValueSet") if v["url"] == url]
+    return vs
+
+
+def _listed(vs: Resource, system: str) -> set[str]:
+    return {
+        concept["code"]
+        for item in vs["compose"]["include"]
+        if item.get("system") == system
+        for concept in item.get("concept", [])
+    }
+
+
+def test_r4_all_codes_value_sets_ship_their_complete_code_system() -> None:
+    """A required R4 binding to "all codes of X" can only reject a code if X is held whole."""
+    whole = [
+        (vs["id"], item["system"])
+        for vs in _of_type("ValueSet")
+        if vs["url"].startswith(R4_VS)
+        for item in vs["compose"]["include"]
+        if "system" in item and not item.get("concept") and not item.get("filter")
+    ]
+    assert ("goal-status", "http://hl7.org/fhir/goal-status") in whole
+    for vs_id, system in whole:
+        if system == UCUM:
+            continue  # a grammar: every UCUM expression is a member, nothing to enumerate
+        cs = _codesystems()[system]
+        assert (cs["content"], cs["version"]) == ("complete", "4.0.1"), vs_id
+    assert ("ucum-units", UCUM) in whole and UCUM not in _codesystems()
+
+
+def test_r4_code_systems_keep_their_hierarchy() -> None:
+    assert _parents("http://hl7.org/fhir/goal-status")["on-hold"] == "accepted"
+    assert _parents("http://hl7.org/fhir/encounter-status")["onleave"] is None
+    # care-plan-intent lists order alone: the kinds of order are not care plan intents.
+    listed = _listed(_value_set(R4_VS + "care-plan-intent"), "http://hl7.org/fhir/request-intent")
+    assert listed == {"proposal", "plan", "order", "option"}
+    assert _parents("http://hl7.org/fhir/request-intent")["original-order"] == "order"
+
+
+def test_findings_sit_under_clinical_finding() -> None:
+    """us-core-condition-code filters is-a Clinical finding; on a fragment, a held code the
+    filter misses is answered "not in the value set", so every held finding must sit below it."""
+    below = _descendants_or_self(SCT, CLINICAL_FINDING)
+    named_findings = {
+        code for code, concept in _concepts(SCT).items() if concept["display"].endswith("(finding)")
+    }
+    assert named_findings - {CLINICAL_FINDING} and named_findings <= below
+    assert "410606002" not in below  # Social service procedure
+
+
+def test_ig_example_conditions_are_us_core_condition_codes() -> None:
+    if not EXAMPLES.exists():
+        pytest.skip(f"IG examples not found at {EXAMPLES} (../shared is absent)")
+    vs = _value_set(US_CORE_VS + "us-core-condition-code")
+    roots = [
+        f["value"]
+        for item in vs["compose"]["include"]
+        if item.get("system") == SCT
+        for f in item.get("filter", [])
+    ]
+    assert roots == [CLINICAL_FINDING, "243796009", "272379006"]
+    members = set().union(*(_descendants_or_self(SCT, root) for root in roots))
+    members |= _listed(vs, SCT)
+    conditions = [_load(path) for path in sorted(EXAMPLES.glob("Condition-*.json"))]
+    codes = {
+        coding["code"]
+        for condition in conditions
+        for coding in condition["code"]["coding"]
+        if coding["system"] == SCT
+    }
+    assert len(codes) >= 3 and codes <= members
+    whole = {item["system"] for item in vs["compose"]["include"] if set(item) == {"system"}}
+    assert whole == {ICD10CM, "http://hl7.org/fhir/sid/icd-9-cm"}
+
+
+def test_omb_value_sets_hold_the_us_core_expansion_and_the_ig_example_patient() -> None:
+    race = _value_set(US_CORE_VS + "omb-race-category")
+    ethnicity = _value_set(US_CORE_VS + "omb-ethnicity-category")
+    races = {"1002-5", "2028-9", "2054-5", "2076-8", "2106-3", "2131-1"}
+    assert _listed(race, CDCREC) == races and _listed(race, NULLFL) == {"UNK", "ASKU"}
+    assert _listed(ethnicity, CDCREC) == {"2135-2", "2186-5"}
+    assert _listed(ethnicity, NULLFL) == {"UNK", "ASKU"}
+    if not EXAMPLES.exists():
+        pytest.skip(f"IG examples not found at {EXAMPLES} (../shared is absent)")
+    patient = _load(EXAMPLES / "Patient-pat-53234.json")
+    by_url = {ext["url"].rsplit("/", 1)[1]: ext for ext in patient["extension"]}
+    for extension, vs in (("us-core-race", race), ("us-core-ethnicity", ethnicity)):
+        omb = [
+            e["valueCoding"] for e in by_url[extension]["extension"] if e["url"] == "ombCategory"
+        ]
+        assert omb and {coding["code"] for coding in omb} <= _listed(vs, CDCREC)
+
+
+def test_required_bindings_of_the_bundled_profiles_are_shipped_or_listed() -> None:
+    """A required binding to a value set not held is checked by nobody; each one is named."""
+    if not PROFILES.exists():
+        pytest.skip(f"bundled profiles not found at {PROFILES}")
+    shipped = {vs["url"] for vs in _of_type("ValueSet")}
+    required = {
+        binding["valueSet"].split("|")[0]
+        for path in PROFILES.glob("*.json")
+        for element in _load(path).get("differential", {}).get("element", [])
+        for binding in [element.get("binding") or {}]
+        if binding.get("strength") == "required" and binding.get("valueSet")
+    }
+    assert US_CORE_VS + "us-core-condition-code" in required
+    assert required - shipped <= set(REQUIRED_NOT_SHIPPED), required - shipped
+    assert not set(REQUIRED_NOT_SHIPPED) & shipped

@@ -31,6 +31,10 @@ NULLFL = "http://terminology.hl7.org/CodeSystem/v3-NullFlavor"
 DAR = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 USCORE_CAT = "http://hl7.org/fhir/us/core/CodeSystem/us-core-category"
 USCORE_COND_CAT = "http://hl7.org/fhir/us/core/CodeSystem/condition-category"
+USCORE_DOCREF_CAT = "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category"
+THO_OBS_CAT = "http://terminology.hl7.org/CodeSystem/observation-category"
+ICD9CM = "http://hl7.org/fhir/sid/icd-9-cm"
+UCUM = "http://unitsofmeasure.org"
 THO_COND_CAT = "http://terminology.hl7.org/CodeSystem/condition-category"
 SERVICE_TYPE = "http://terminology.hl7.org/CodeSystem/service-type"
 SDOHCC_VS = "http://hl7.org/fhir/us/sdoh-clinicalcare/ValueSet/"
@@ -254,7 +258,7 @@ add(
 add(
     codesystem(
         "observation-category",
-        "http://terminology.hl7.org/CodeSystem/observation-category",
+        THO_OBS_CAT,
         "4.0.1",
         "ObservationCategoryCodes",
         "Observation Category Codes",
@@ -322,6 +326,19 @@ add(
         "complete",
         [c("health-concern", "Health Concern")],
         "The US Core condition category code for health concerns.",
+    )
+)
+add(
+    codesystem(
+        "us-core-documentreference-category",
+        USCORE_DOCREF_CAT,
+        "7.0.0",
+        "USCoreDocumentReferencesCategoryCodes",
+        "US Core DocumentReferences Category Codes",
+        HL7_CGP,
+        "complete",
+        [c("clinical-note", "Clinical Note")],
+        "The US Core 'starter set' of DocumentReference categories (clinical-note).",
     )
 )
 add(
@@ -720,6 +737,138 @@ add(
     )
 )
 
+# R4 resource-status code systems bound (required) by the US Core profiles; codes, displays and
+# hierarchy as in FHIR R4 4.0.1 (see the content README for the pages read).
+
+
+def r4_codesystem(
+    id_: str, name: str, concepts: list[dict], description: str, *, hierarchical: bool = False
+) -> None:
+    """An R4 code system at http://hl7.org/fhir/<id>: complete, so its value set can reject."""
+    add(
+        codesystem(
+            id_,
+            "http://hl7.org/fhir/" + id_,
+            "4.0.1",
+            name,
+            name,
+            HL7_FHIR,
+            "complete",
+            concepts,
+            description,
+            hierarchical=hierarchical,
+        )
+    )
+
+
+r4_codesystem(
+    "care-team-status",
+    "CareTeamStatus",
+    [
+        c("proposed", "Proposed"),
+        c("active", "Active"),
+        c("suspended", "Suspended"),
+        c("inactive", "Inactive"),
+        c("entered-in-error", "Entered in Error"),
+    ],
+    "The status of a care team (FHIR R4).",
+)
+r4_codesystem(
+    "contact-point-system",
+    "ContactPointSystem",
+    [
+        c("phone", "Phone"),
+        c("fax", "Fax"),
+        c("email", "Email"),
+        c("pager", "Pager"),
+        c("url", "URL"),
+        c("sms", "SMS"),
+        c("other", "Other"),
+    ],
+    "The telecommunications form of a contact point (FHIR R4).",
+)
+r4_codesystem(
+    "contact-point-use",
+    "ContactPointUse",
+    [
+        c("home", "Home"),
+        c("work", "Work"),
+        c("temp", "Temp"),
+        c("old", "Old"),
+        c("mobile", "Mobile"),
+    ],
+    "The use of a contact point (FHIR R4).",
+)
+r4_codesystem(
+    "document-reference-status",
+    "DocumentReferenceStatus",
+    [
+        c("current", "Current"),
+        c("superseded", "Superseded"),
+        c("entered-in-error", "Entered in Error"),
+    ],
+    "The status of a document reference (FHIR R4).",
+)
+r4_codesystem(
+    "encounter-status",
+    "EncounterStatus",
+    [
+        c("planned", "Planned"),
+        c("arrived", "Arrived"),
+        c("triaged", "Triaged"),
+        c("in-progress", "In Progress"),
+        c("onleave", "On Leave"),
+        c("finished", "Finished"),
+        c("cancelled", "Cancelled"),
+        c("entered-in-error", "Entered in Error"),
+        c("unknown", "Unknown"),
+    ],
+    "The current state of an encounter (FHIR R4).",
+)
+r4_codesystem(
+    "goal-status",
+    "GoalLifecycleStatus",
+    [
+        c("proposed", "Proposed"),
+        c("planned", "Planned"),
+        c(
+            "accepted",
+            "Accepted",
+            c("active", "Active"),
+            c("on-hold", "On Hold"),
+            c("completed", "Completed"),
+        ),
+        c("cancelled", "Cancelled"),
+        c("entered-in-error", "Entered in Error"),
+        c("rejected", "Rejected"),
+    ],
+    "The lifecycle state of a goal (FHIR R4); active, on-hold and completed are kinds of accepted.",
+    hierarchical=True,
+)
+r4_codesystem(
+    "questionnaire-answers-status",
+    "QuestionnaireResponseStatus",
+    [
+        c("in-progress", "In Progress"),
+        c("completed", "Completed"),
+        c("amended", "Amended"),
+        c("entered-in-error", "Entered in Error"),
+        c("stopped", "Stopped"),
+    ],
+    "The lifecycle status of a questionnaire response (FHIR R4).",
+)
+r4_codesystem(
+    "narrative-status",
+    "NarrativeStatus",
+    [
+        c("generated", "Generated"),
+        c("extensions", "Extensions"),
+        c("additional", "Additional"),
+        c("empty", "Empty"),
+    ],
+    "The status of a resource narrative (FHIR R4); US Core Narrative Status allows two of them.",
+)
+
 # --------------------------------------------------------------------------- ICD-10-CM Z55-Z65
 
 BILLABLE = {
@@ -1032,6 +1181,57 @@ SNOMED_CONCEPTS = [
     ("467751000124104", "Assistance with application for garden program"),
     ("467771000124109", "Assistance with application for food pantry program"),
 ]
+# The top concepts US Core's is-a filters name, and the codes US Core value sets list (neither
+# is an SDOH finding, so neither is in the roll-up below).
+CLINICAL_FINDING = "404684003"
+SNOMED_US_CORE = [
+    (CLINICAL_FINDING, "Clinical finding (finding)"),
+    ("243796009", "Context-dependent categories"),
+    ("272379006", "Events"),
+    ("160245001", "No current problems or disability"),
+    ("386053000", "Evaluation procedure (procedure)"),
+    # R4 servicerequest-category, imported by us-core-servicerequest-category
+    ("108252007", "Laboratory procedure"),
+    ("363679005", "Imaging"),
+    ("409063005", "Counselling"),
+    ("409073007", "Education"),
+    ("387713003", "Surgical procedure"),
+]
+# Held codes in the Clinical finding hierarchy (semantic tag "finding"), nested under it so that
+# an is-a 404684003 filter (us-core-condition-code) holds for them: a fragment's held codes that
+# fail a filter are answered "not in the value set". Intermediate SNOMED levels are left out.
+SNOMED_FINDINGS = {
+    "733423003",
+    "699653008",
+    "32911000",
+    "1156191002",
+    "105531004",
+    "713458007",
+    "266934004",
+    "160695008",
+    "1184702004",
+    "73438004",
+    "224295006",
+    "73595000",
+    "422650009",
+    "423315002",
+    "706893006",
+    "1137434003",
+    "1078229009",
+}
+
+
+def snomed_tree() -> list[dict]:
+    """The held codes with every finding under Clinical finding, the rest at the top."""
+    findings = [c(code, d) for code, d in SNOMED_CONCEPTS if code in SNOMED_FINDINGS]
+    others = [c(code, d) for code, d in SNOMED_CONCEPTS if code not in SNOMED_FINDINGS]
+    roots = [
+        c(code, d, *findings) if code == CLINICAL_FINDING else c(code, d)
+        for code, d in SNOMED_US_CORE
+    ]
+    return roots + others
+
+
 add(
     codesystem(
         "snomed-ct",
@@ -1041,10 +1241,14 @@ add(
         "SNOMED CT (fragment: SDOH findings and the SDOHCC example codes)",
         "SNOMED International",
         "fragment",
-        [c(code, display) for code, display in SNOMED_CONCEPTS],
+        snomed_tree(),
         "The SNOMED CT codes of the SDOH Clinical Care IG examples (Conditions, Observations, "
         "Procedures, ServiceRequests, Goal) and SDOH findings commonly used per domain, with "
-        "their fully specified name where we read it, else the preferred term the IG uses.",
+        "their fully specified name where we read it, else the preferred term the IG uses; "
+        "findings sit under Clinical finding (intermediate levels left out, so is-a still "
+        "holds); and the codes US Core 7.0.0 value sets name (is-a filter roots, listed "
+        "ServiceRequest categories).",
+        hierarchical=True,
         copyright_=SNOMED_COPYRIGHT,
     )
 )
@@ -1354,6 +1558,48 @@ R4_VS = [
         "AdministrativeGender",
     ),
     ("data-absent-reason", DAR, "DataAbsentReason", "DataAbsentReason"),
+    (
+        "care-team-status",
+        "http://hl7.org/fhir/care-team-status",
+        "CareTeamStatus",
+        "CareTeamStatus",
+    ),
+    (
+        "contact-point-system",
+        "http://hl7.org/fhir/contact-point-system",
+        "ContactPointSystem",
+        "ContactPointSystem",
+    ),
+    (
+        "contact-point-use",
+        "http://hl7.org/fhir/contact-point-use",
+        "ContactPointUse",
+        "ContactPointUse",
+    ),
+    (
+        "document-reference-status",
+        "http://hl7.org/fhir/document-reference-status",
+        "DocumentReferenceStatus",
+        "DocumentReferenceStatus",
+    ),
+    (
+        "encounter-status",
+        "http://hl7.org/fhir/encounter-status",
+        "EncounterStatus",
+        "EncounterStatus",
+    ),
+    (
+        "goal-status",
+        "http://hl7.org/fhir/goal-status",
+        "GoalLifecycleStatus",
+        "GoalLifecycleStatus",
+    ),
+    (
+        "questionnaire-answers-status",
+        "http://hl7.org/fhir/questionnaire-answers-status",
+        "QuestionnaireResponseStatus",
+        "QuestionnaireResponseStatus",
+    ),
 ]
 for id_, system, name, title in R4_VS:
     add(
@@ -1368,6 +1614,161 @@ for id_, system, name, title in R4_VS:
             [inc(system)],
         )
     )
+add(
+    valueset(
+        "care-plan-intent",
+        "http://hl7.org/fhir/ValueSet/care-plan-intent",
+        "4.0.1",
+        "CarePlanIntent",
+        "Care Plan Intent",
+        HL7_PC,
+        "The intents a CarePlan may have (FHIR R4 required binding): four request-intent codes, "
+        "listed, so the kinds of order (original-order, ...) and directive are not included.",
+        [inc("http://hl7.org/fhir/request-intent", "proposal", "plan", "order", "option")],
+    )
+)
+add(
+    valueset(
+        "ucum-units",
+        "http://hl7.org/fhir/ValueSet/ucum-units",
+        "4.0.1",
+        "UCUMCodes",
+        "UCUM Codes",
+        HL7_FHIR,
+        "All UCUM unit expressions (FHIR R4 required binding of the SDOHCC screening response "
+        "valueQuantity). UCUM is a grammar, not a list, so no CodeSystem is shipped: every "
+        "code of the system is taken as a member and the value set cannot be expanded.",
+        [inc(UCUM)],
+        copyright_="UCUM is copyright (c) 1999-2009 Regenstrief Institute, Inc. and The UCUM "
+        "Organization, Indianapolis, IN. All rights reserved.",
+    )
+)
+add(
+    valueset(
+        "servicerequest-category",
+        "http://hl7.org/fhir/ValueSet/servicerequest-category",
+        "4.0.1",
+        "ServiceRequestCategoryCodes",
+        "Service Request Category Codes",
+        "HL7 International / Orders and Observations",
+        "The example SNOMED CT ServiceRequest categories of FHIR R4; US Core ServiceRequest "
+        "Category Codes imports it.",
+        [inc(SCT, "108252007", "363679005", "409063005", "409073007", "387713003")],
+        copyright_=SNOMED_COPYRIGHT,
+    )
+)
+
+
+def us_core_vs(
+    id_: str,
+    name: str,
+    title: str,
+    description: str,
+    include: list[dict],
+    copyright_: str | None = None,
+) -> None:
+    """A US Core 7.0.0 value set at its own canonical; our file, US Core's composition."""
+    add(
+        valueset(
+            id_,
+            USCORE_VS + id_,
+            "7.0.0",
+            name,
+            title,
+            HL7_CGP,
+            description,
+            include,
+            copyright_=copyright_,
+        )
+    )
+
+
+# US Core 7.0.0 composes the two OMB value sets by importing VSAC value sets (race categories
+# 2.16.840.1.114222.4.11.836 or ethnicity categories .837, and Null Flavor
+# 2.16.840.1.113762.1.4.1021.102); VSAC content is not shipped, so their members are listed.
+us_core_vs(
+    "omb-race-category",
+    "OmbRaceCategories",
+    "OMB Race Categories",
+    "The five OMB race categories, Other Race (its use is discouraged for statistical "
+    "analysis), and the NullFlavors UNK and ASKU: the US Core 7.0.0 expansion of its two VSAC "
+    "imports, listed here.",
+    [
+        inc(CDCREC, "1002-5", "2028-9", "2054-5", "2076-8", "2106-3", "2131-1"),
+        inc(NULLFL, "UNK", "ASKU"),
+    ],
+)
+us_core_vs(
+    "omb-ethnicity-category",
+    "OmbEthnicityCategories",
+    "OMB Ethnicity Categories",
+    "The two OMB ethnicity categories and the NullFlavors UNK and ASKU: the members of its two "
+    "US Core 7.0.0 VSAC imports, listed here.",
+    [inc(CDCREC, "2135-2", "2186-5"), inc(NULLFL, "UNK", "ASKU")],
+)
+us_core_vs(
+    "us-core-narrative-status",
+    "NarrativeStatus",
+    "US Core Narrative Status",
+    "The narrative statuses US Core allows: additional and generated.",
+    [inc("http://hl7.org/fhir/narrative-status", "additional", "generated")],
+)
+us_core_vs(
+    "us-core-simple-observation-category",
+    "USCoreSimpleObservationCategory",
+    "US Core Simple Observation Category",
+    "Categories of the US Core Simple Observation profile: every code of US Core Category "
+    "7.0.0 and of the HL7 observation-category code system.",
+    [inc(USCORE_CAT, version="7.0.0"), inc(THO_OBS_CAT)],
+)
+us_core_vs(
+    "us-core-servicerequest-category",
+    "USCoreServiceRequestCategoryCodes",
+    "US Core ServiceRequest Category Codes",
+    "ServiceRequest categories: every code of US Core Category 7.0.0, the SNOMED CT codes "
+    "Evaluation procedure and Social service procedure, and the R4 ServiceRequest categories "
+    "(13 concepts).",
+    [
+        inc(USCORE_CAT, version="7.0.0"),
+        inc(SCT, "386053000", "410606002"),
+        {"valueSet": ["http://hl7.org/fhir/ValueSet/servicerequest-category"]},
+    ],
+    copyright_=SNOMED_COPYRIGHT,
+)
+us_core_vs(
+    "us-core-documentreference-category",
+    "USCoreDocumentReferenceCategory",
+    "US Core DocumentReference Category",
+    "The US Core DocumentReference categories: every code of US Core DocumentReferences "
+    "Category Codes (clinical-note).",
+    [inc(USCORE_DOCREF_CAT, version="7.0.0")],
+)
+us_core_vs(
+    "us-core-condition-code",
+    "USCoreConditionCodes",
+    "US Core Condition Codes",
+    "Codes for a problem or diagnosis: SNOMED CT 160245001 and every SNOMED CT clinical "
+    "finding, situation (243796009) and event (272379006), and all of ICD-10-CM and ICD-9-CM. "
+    "Codes of these systems that are not held here are answered 'cannot tell', except that "
+    "the whole-system includes take every ICD code as a member.",
+    [
+        inc(SCT, "160245001"),
+        isa(SCT, CLINICAL_FINDING),
+        isa(SCT, "243796009"),
+        isa(SCT, "272379006"),
+        inc(ICD10CM),
+        inc(ICD9CM),
+    ],
+    copyright_=SNOMED_COPYRIGHT,
+)
+us_core_vs(
+    "us-core-goal-description",
+    "USCoreGoalCodes",
+    "US Core Goal Codes",
+    "Codes for a goal: all of SNOMED CT and all of LOINC.",
+    [inc(SCT), inc(LOINC)],
+    copyright_=SNOMED_COPYRIGHT + " " + LOINC_COPYRIGHT,
+)
 
 # --------------------------------------------------------------------------- SDOH domain roll-up
 
@@ -1689,8 +2090,8 @@ for code, domains in ICD_MAP.items():
         continue
     for d in domains:
         domain_members[d]["icd"].add(code)
-for code, targets in SNOMED_MAP.items():
-    for d, eq in targets:
+for code, sct_targets in SNOMED_MAP.items():
+    for d, eq in sct_targets:
         if eq == "wider":
             domain_members[d]["sct"].add(code)
 # Only answers whose meaning does not depend on the question (not Yes/No/Often true...).

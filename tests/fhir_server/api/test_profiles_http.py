@@ -432,3 +432,84 @@ def test_install_from_the_command_line(clean_database: str, tmp_path: Path) -> N
     assert "created: 1 StructureDefinition" in result.output
     missing = runner.invoke(cli, ["profiles", "install", str(tmp_path / "none.tgz")], env=env)
     assert missing.exit_code == 2
+
+
+# -- what a review found ---------------------------------------------------------------------------
+
+
+async def test_odd_versions_never_break_the_server(clean_database: str) -> None:
+    odd = {**RESIDENT_PROFILE, "version": "1.\u00b2"}  # a superscript digit
+    async with _client(clean_database) as http:
+        response = await http.post("/StructureDefinition", json=odd)
+        assert response.status_code in (201, 422), response.text
+    async with _client(clean_database) as http:  # a new process still starts and works
+        claim = {"resourceType": "Patient", "meta": {"profile": [RESIDENT]}}
+        assert (await http.post("/Patient", json=claim)).status_code in (201, 422)
+
+
+async def test_claims_of_unknown_profiles_do_not_starve_the_pool(clean_database: str) -> None:
+    body = {
+        "resourceType": "Patient",
+        "meta": {"profile": ["http://example.org/fhir/StructureDefinition/nowhere"]},
+    }
+    async with _client(clean_database, pool_size=2) as http:
+        responses = await asyncio.gather(*(http.post("/Patient", json=body) for _ in range(8)))
+    assert [r.status_code for r in responses] == [201] * 8
+
+
+async def test_updating_a_parent_keeps_its_children_enforced(client: httpx.AsyncClient) -> None:
+    assert (
+        await client.put("/StructureDefinition/parent", json={**RESIDENT_PROFILE, "id": "parent"})
+    ).status_code == 201
+    assert (
+        await client.put("/StructureDefinition/child", json={**CHILD, "id": "child"})
+    ).status_code == 201
+    changed = {**RESIDENT_PROFILE, "id": "parent", "description": "changed"}
+    assert (await client.put("/StructureDefinition/parent", json=changed)).status_code == 200
+    claim = {"resourceType": "Patient", "meta": {"profile": [CHILD["url"]]}}
+    refused = await client.post("/Patient", json=claim)
+    assert _expressions(_errors(refused)) == {"Patient.birthDate", "Patient.gender"}
+
+
+@pytest.mark.parametrize(
+    "path, definition",
+    [
+        (
+            "/StructureDefinition",
+            {
+                **RESIDENT_PROFILE,
+                "url": SDOHCC + "SDOHCC-Condition",
+                "type": "Condition",
+                "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Condition",
+                "differential": {"element": [{"id": "Condition", "path": "Condition"}]},
+            },
+        ),
+        (
+            "/ValueSet",
+            {
+                "resourceType": "ValueSet",
+                "status": "active",
+                "url": "http://hl7.org/fhir/us/sdoh-clinicalcare/ValueSet/SDOHCC-ValueSetSDOHCategory",
+                "compose": {"include": [{"system": "http://example.org/x"}]},
+            },
+        ),
+    ],
+)
+async def test_shipped_definitions_cannot_be_replaced(
+    client: httpx.AsyncClient, path: str, definition: dict[str, Any]
+) -> None:
+    response = await client.post(path, json=definition)
+    assert response.status_code == 422, response.text
+    assert "ships" in response.text
+    # The bundled profile still holds.
+    bare = {key: value for key, value in CONDITION.items() if key != "code"}
+    assert (await client.post("/Condition", json=bare)).status_code == 422
+
+
+async def test_a_required_profile_nothing_defines_stops_the_server(clean_database: str) -> None:
+    rule = orjson.dumps(
+        [{"resourceType": "Task", "profile": "http://example.org/fhir/StructureDefinition/typo"}]
+    ).decode()
+    with pytest.raises(ValueError, match="typo"):
+        async with _client(clean_database, required_profiles=rule):
+            pass

@@ -372,3 +372,100 @@ async def test_search_ignores_case_where_the_code_system_does(
     # SDOHCC temporary codes are: the same letters in another case are another code.
     await client.put("/Condition/upper", json=_condition("upper", TEMP, "FOOD-INSECURITY"))
     assert "upper" not in await _ids(client, f"code:in={CATEGORY_VS}")
+
+
+# -- what a review found ---------------------------------------------------------------------------
+
+
+async def test_a_backtracking_regex_filter_answers_at_once(client: httpx.AsyncClient) -> None:
+    code_system = {
+        "resourceType": "CodeSystem",
+        "url": "http://example.org/fhir/CodeSystem/as",
+        "status": "active",
+        "content": "complete",
+        "concept": [{"code": "a" * 40, "display": "many a"}],
+    }
+    value_set = {
+        "resourceType": "ValueSet",
+        "status": "active",
+        "compose": {
+            "include": [
+                {
+                    "system": code_system["url"],
+                    "filter": [{"property": "code", "op": "regex", "value": "(a|a)*X"}],
+                }
+            ]
+        },
+    }
+    assert (await client.post("/CodeSystem", json=code_system)).status_code == 201
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "valueSet", "resource": value_set}],
+    }
+    # Python's backtracking re would take days on 40 a's; RE2 answers at once.
+    response = await client.post("/ValueSet/$expand", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["expansion"]["total"] == 0
+    assert "url" not in response.json()  # no made-up url for an inline value set
+
+
+@pytest.mark.parametrize("count", ["\u00b2", "--5", "99999999999999999999999", "1e3"])
+async def test_odd_integers_are_400(client: httpx.AsyncClient, count: str) -> None:
+    _outcome(
+        await client.get("/ValueSet/$expand", params={"url": CATEGORY_VS, "count": count}), 400
+    )
+
+
+async def test_deeply_nested_parts_are_400(client: httpx.AsyncClient) -> None:
+    part: dict[str, Any] = {"name": "x", "valueString": "y"}
+    for _ in range(300):
+        part = {"name": "x", "part": [part]}
+    body = {"resourceType": "Parameters", "parameter": [part]}
+    _outcome(await client.post("/CodeSystem/$lookup", json=body), 400)
+
+
+async def test_instance_operations_use_that_instance_version(client: httpx.AsyncClient) -> None:
+    for version, code in [("1.0.0", "Z59.0"), ("2.0.0", "Z55.0")]:
+        value_set = {
+            "resourceType": "ValueSet",
+            "id": f"vv-{version.replace('.', '-')}",
+            "url": "http://example.org/fhir/ValueSet/vv",
+            "version": version,
+            "status": "active",
+            "compose": {"include": [{"system": ICD10, "concept": [{"code": code}]}]},
+        }
+        assert (await client.put(f"/ValueSet/{value_set['id']}", json=value_set)).status_code == 201
+    first = (await client.get("/ValueSet/vv-1-0-0/$expand")).json()
+    assert first["version"] == "1.0.0"
+    assert [c["code"] for c in first["expansion"]["contains"]] == ["Z59.0"]
+    versioned = await client.get(
+        "/ValueSet/$validate-code",
+        params={
+            "url": "http://example.org/fhir/ValueSet/vv",
+            "valueSetVersion": "1.0.0",
+            "system": ICD10,
+            "code": "Z59.0",
+        },
+    )
+    assert _parameters(versioned.json())["result"] == [True]
+
+
+async def test_a_codeable_concept_is_valid_when_any_coding_is(client: httpx.AsyncClient) -> None:
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "url", "valueUri": CATEGORY_VS},
+            {
+                "name": "codeableConcept",
+                "valueCodeableConcept": {
+                    "coding": [
+                        {"system": "http://loinc.org", "code": "88122-7"},
+                        {"system": TEMP, "code": "food-insecurity"},
+                    ]
+                },
+            },
+        ],
+    }
+    response = await client.post("/ValueSet/$validate-code", json=body)
+    assert response.status_code == 200, response.text
+    assert _parameters(response.json())["result"] == [True]
