@@ -75,21 +75,16 @@ class OperationParameters:
             raise InvalidRequest("the body must be a Parameters resource")
         return cls(_parameters(body.get("parameter"), "Parameters.parameter"))
 
-    def names(self) -> list[str]:
-        return list(self._values)
-
-    def all(self, name: str) -> list[Any]:
-        return list(self._values.get(name, ()))
+    def _single(self, name: str) -> Any:
+        values = self._values.get(name, ())
+        if len(values) > 1:
+            raise InvalidRequest(f"the parameter {name!r} may be given once")
+        return values[0] if values else None
 
     def string(self, name: str) -> str | None:
         """The single value of a primitive parameter; 400 for several, or a complex value."""
-        values = self._values.get(name, ())
-        if not values:
-            return None
-        if len(values) > 1:
-            raise InvalidRequest(f"the parameter {name!r} may be given once")
-        value = values[0]
-        if not isinstance(value, str):
+        value = self._single(name)
+        if value is not None and not isinstance(value, str):
             raise InvalidRequest(f"the parameter {name!r} must be a primitive value")
         return value
 
@@ -114,13 +109,8 @@ class OperationParameters:
 
     def complex(self, name: str) -> dict[str, Any] | None:
         """The single value of a complex parameter (a Coding, a resource)."""
-        values = self._values.get(name, ())
-        if not values:
-            return None
-        if len(values) > 1:
-            raise InvalidRequest(f"the parameter {name!r} may be given once")
-        value = values[0]
-        if not isinstance(value, dict):
+        value = self._single(name)
+        if value is not None and not isinstance(value, dict):
             raise InvalidRequest(f"the parameter {name!r} must be a complex value or a resource")
         return value
 
