@@ -2,11 +2,12 @@
 table and processing rules 4-6).
 
 Pure: the result says what this message states, and the server applies it. Every resource has
-a deterministic id derived from the feed's identifiers (``iees-<IndividualID>``,
-``iees-case-<case>`` ...), so applying a message is an upsert by id and a resend changes
-nothing. What the message no longer states is the server's to end: ``MappedMessage`` lists the
-program and RelatedPerson ids that are current for this person (snapshot semantics), and the
-household memberships with their period; an absent one is ended at ``end_date``.
+a deterministic id derived from the feed's identifiers (``iees-<UUIDv5 of the
+IndividualID>``, ``iees-case-<UUIDv5 of the case number>`` ...; never the identifiers), so
+applying a message is an upsert by id and a resend changes nothing. What the message no
+longer states is the server's to end: ``MappedMessage`` lists the program and RelatedPerson
+ids that are current for this person (snapshot semantics), and the household memberships with
+their period; an absent one is ended at ``end_date``.
 
 Programs are dated against the message's own time (EVN-6), not the wall clock, so mapping is
 reproducible: an IN1-13 before that date means the enrollment has ended.
@@ -15,8 +16,8 @@ reproducible: an IN1-13 before that date means the enrollment has ended.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,13 +152,18 @@ class MappedMessage:
 
 
 def fhir_id(prefix: str, *parts: str) -> str:
-    """``prefix-part-part`` when it is a valid FHIR id (<= 64 of [A-Za-z0-9.-]); otherwise
-    ``prefix-<sha256 of the parts>``, still deterministic."""
-    candidate = "-".join((prefix, *parts))
-    if len(candidate) <= 64 and _SAFE.fullmatch(candidate):
-        return candidate
-    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
-    return f"{prefix}-{digest}"[:64]
+    """``prefix-<UUIDv5 of the parts>``: deterministic, and free of the identifiers it derives
+    from. A resource id travels in URLs, logs and notifications, where an IndividualID or a
+    case number must not (DESIGN.md decision 10). Organizations of the agencies (``iees-org``)
+    keep their code, which names an agency, not a person."""
+    if prefix == "iees-org":
+        candidate = "-".join((prefix, *parts))
+        if len(candidate) <= 64 and _SAFE.fullmatch(candidate):
+            return candidate
+    return f"{prefix}-{uuid.uuid5(_ID_NAMESPACE, chr(0x1F).join((prefix, *parts)))}"
+
+
+_ID_NAMESPACE = uuid.UUID("6f1c4a52-8f3e-5b1e-9d7a-3c2b1a0e9f11")
 
 
 def patient_id(individual_id: str) -> str:

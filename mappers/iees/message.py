@@ -555,11 +555,14 @@ def _name(segment: Segment, number: int) -> PersonName | None:
 
 
 def _codes(segment: Segment, number: int) -> tuple[tuple[str, str], ...]:
-    return tuple(
-        (segment.value(number, 1, rep), segment.value(number, 2, rep))
-        for rep in range(1, len(segment.field(number)) + 1)
-        if segment.value(number, 1, rep)
-    )
+    """(code, display) of each repetition; whitespace around and inside a code is folded,
+    since a FHIR code is tokens joined by single spaces."""
+    out = []
+    for rep in range(1, len(segment.field(number)) + 1):
+        code = " ".join(segment.value(number, 1, rep).split())
+        if code:
+            out.append((code, segment.value(number, 2, rep)))
+    return tuple(out)
 
 
 def _address(segment: Segment, number: int) -> Address | None:

@@ -24,10 +24,13 @@ from mappers.iees import (
     ParsedMessage,
     ack,
     duplicate_notice,
+    group_id,
     map_message,
     parse,
+    patient_id,
     stale_warning,
 )
+from mappers.iees.fhir import fhir_id
 from mappers.iees.message import parse_timestamp
 from profiles.models import validate_resource
 from profiles.registry import ProfileRegistry
@@ -147,8 +150,8 @@ def test_06_names_the_surviving_and_retired_ids() -> None:
     assert merge.event == "A40"
     assert merge.merge is not None
     assert (merge.merge.surviving_id, merge.merge.retired_id) == ("900000104", "900000199")
-    assert merge.patient_id == "iees-900000104"
-    assert merge.retired_patient_id == "iees-900000199"
+    assert merge.patient_id == patient_id("900000104")
+    assert merge.retired_patient_id == patient_id("900000199")
     # An A40 states no programs or household: nothing may be ended because of it.
     assert merge.current_program_ids is None and merge.current_related_person_ids is None
     assert [r["resourceType"] for r in merge.resources] == ["Patient"]
@@ -172,7 +175,7 @@ def test_refusals(number: str, code: str, errors: list[tuple[str, int]]) -> None
 
 
 def test_01_patient() -> None:
-    patient = resource(mapped("01"), "Patient", "iees-900000101")
+    patient = resource(mapped("01"), "Patient", patient_id("900000101"))
     assert patient["identifier"] == [
         {
             "type": {
@@ -220,11 +223,15 @@ def test_01_patient() -> None:
 
 def test_01_programs_household_and_related_people() -> None:
     message = mapped("01")
-    medicaid = resource(message, "Coverage", "iees-cov-900000101-medicaid-1200345678")
+    medicaid = resource(
+        message, "Coverage", fhir_id("iees-cov", "900000101", "medicaid", "1200345678")
+    )
     assert medicaid["status"] == "active"
     assert medicaid["period"] == {"start": "2025-01-01", "end": "2025-12-31"}
     assert (
-        medicaid["beneficiary"] == medicaid["subscriber"] == {"reference": "Patient/iees-900000101"}
+        medicaid["beneficiary"]
+        == medicaid["subscriber"]
+        == {"reference": f"Patient/{patient_id('900000101')}"}
     )
     assert medicaid["relationship"]["coding"][0]["code"] == "self"
     assert medicaid["payor"] == [{"reference": "Organization/iees-org-kydms"}]
@@ -234,20 +241,22 @@ def test_01_programs_household_and_related_people() -> None:
         "subgroup": "MAGI-ADULT",
     }
     for program, end in (("snap", "2026-01-31"), ("ktap", "2025-07-31")):
-        observation = resource(message, "Observation", f"iees-enr-900000101-{program}-1200345678")
+        observation = resource(
+            message, "Observation", fhir_id("iees-enr", "900000101", program, "1200345678")
+        )
         assert observation["valueCodeableConcept"]["coding"][0]["code"] == "enrolled"
         assert observation["effectivePeriod"]["end"] == end
     assert message.current_program_ids == {
-        "Coverage/iees-cov-900000101-medicaid-1200345678",
-        "Observation/iees-enr-900000101-snap-1200345678",
-        "Observation/iees-enr-900000101-ktap-1200345678",
+        f"Coverage/{fhir_id('iees-cov', '900000101', 'medicaid', '1200345678')}",
+        f"Observation/{fhir_id('iees-enr', '900000101', 'snap', '1200345678')}",
+        f"Observation/{fhir_id('iees-enr', '900000101', 'ktap', '1200345678')}",
     }
-    group = resource(message, "Group", "iees-case-1200345678")
+    group = resource(message, "Group", group_id("1200345678"))
     assert (group["type"], group["actual"]) == ("person", True)
     assert group["identifier"][0]["value"] == "1200345678"
     assert group["member"] == [
         {
-            "entity": {"reference": "Patient/iees-900000101"},
+            "entity": {"reference": f"Patient/{patient_id('900000101')}"},
             "period": {"start": "2025-01-01"},
             "inactive": False,
         }
@@ -256,13 +265,15 @@ def test_01_programs_household_and_related_people() -> None:
     assert [(r["identifier"][0]["value"], r["relationship"][0]["coding"][0]["code"])
             for r in related] == [("900000102", "SPS"), ("900000103", "CHILD"),
                                   ("900000104", "CHILD")]  # fmt: skip
-    assert all(r["active"] and r["patient"]["reference"] == "Patient/iees-900000101"
+    assert all(r["active"] and r["patient"]["reference"] == f"Patient/{patient_id('900000101')}"
                for r in related)  # fmt: skip
 
 
 def test_02_child_coverage_names_the_head_as_subscriber() -> None:
-    kchip = resource(mapped("02"), "Coverage", "iees-cov-900000103-kchip-1200345678")
-    assert kchip["subscriber"] == {"reference": "Patient/iees-900000101"}
+    kchip = resource(
+        mapped("02"), "Coverage", fhir_id("iees-cov", "900000103", "kchip", "1200345678")
+    )
+    assert kchip["subscriber"] == {"reference": f"Patient/{patient_id('900000101')}"}
     assert kchip["subscriberId"] == "900000101"
     assert kchip["relationship"]["coding"][0]["code"] == "child"  # IN1-17 MTH, inverted
     assert kchip["type"]["coding"][0] == {
@@ -274,13 +285,13 @@ def test_02_child_coverage_names_the_head_as_subscriber() -> None:
 
 def test_03_move_closed_and_added_programs() -> None:
     message = mapped("03")
-    patient = resource(message, "Patient", "iees-900000101")
+    patient = resource(message, "Patient", patient_id("900000101"))
     assert patient["address"][0]["city"] == "LEXINGTON"
     assert patient["telecom"][0]["value"] == "859-555-0142"
-    ktap = resource(message, "Observation", "iees-enr-900000101-ktap-1200345678")
+    ktap = resource(message, "Observation", fhir_id("iees-enr", "900000101", "ktap", "1200345678"))
     assert ktap["effectivePeriod"]["end"] == "2025-08-14"
     assert ktap["valueCodeableConcept"]["coding"][0]["code"] == "not-enrolled"
-    ccap = resource(message, "Observation", "iees-enr-900000101-ccap-1200345678")
+    ccap = resource(message, "Observation", fhir_id("iees-enr", "900000101", "ccap", "1200345678"))
     assert ccap["effectivePeriod"] == {"start": "2025-09-01", "end": "2026-08-31"}
     assert ccap["valueCodeableConcept"]["coding"][0]["code"] == "enrolled"
     assert len(message.current_program_ids or ()) == 4
@@ -291,21 +302,21 @@ def test_10_member_leaves_the_household() -> None:
     message = mapped("10")
     (membership,) = message.memberships
     assert (membership.group_id, membership.end, membership.active) == (
-        "iees-case-1200345678",
+        group_id("1200345678"),
         dt.date(2025, 9, 30),
         False,
     )
-    group = resource(message, "Group", "iees-case-1200345678")
+    group = resource(message, "Group", group_id("1200345678"))
     assert group["member"][0]["inactive"] is True
     assert group["member"][0]["period"]["end"] == "2025-09-30"
-    spouse = resource(message, "RelatedPerson", "iees-rp-900000102-900000101")
+    spouse = resource(message, "RelatedPerson", fhir_id("iees-rp", "900000102", "900000101"))
     assert spouse["active"] is False
     assert spouse["period"] == {"end": "2025-09-30"}
     assert spouse["relationship"][0]["coding"][0]["code"] == "SPS"  # the kinship stays
-    snap = resource(message, "Observation", "iees-enr-900000102-snap-1200345678")
+    snap = resource(message, "Observation", fhir_id("iees-enr", "900000102", "snap", "1200345678"))
     assert snap["effectivePeriod"]["end"] == "2025-09-30"
     assert snap["valueCodeableConcept"]["coding"][0]["code"] == "not-enrolled"
-    assert resource(message, "Patient", "iees-900000102")["address"][0]["city"] == "RICHMOND"
+    assert resource(message, "Patient", patient_id("900000102"))["address"][0]["city"] == "RICHMOND"
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,10 @@ from mappers.iees import (
     map_message,
     merge_noop_warning,
     parse,
+    patient_id,
 )
 from mappers.iees._er7 import escape, split_message, unescape
+from mappers.iees.fhir import fhir_id
 from profiles.models import validate_resource
 
 NOW = dt.datetime(2025, 9, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=-4)))
@@ -95,8 +97,10 @@ def refusal(data: bytes, **kwargs: bool) -> InvalidMessage:
 
 def test_a_plain_message_maps() -> None:
     mapped = map_message(parse(message()))
-    assert mapped.patient_id == "iees-900000301"
-    assert mapped.current_related_person_ids == {"RelatedPerson/iees-rp-900000301-900000302"}
+    assert mapped.patient_id == patient_id("900000301")
+    assert mapped.current_related_person_ids == {
+        f"RelatedPerson/{fhir_id('iees-rp', '900000301', '900000302')}"
+    }
 
 
 @pytest.mark.parametrize(("alias", "event"), [("A04", "A28"), ("A08", "A31")])

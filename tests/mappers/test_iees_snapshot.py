@@ -15,12 +15,15 @@ from mappers.iees import (
     InvalidSnapshot,
     MappedMessage,
     Snapshot,
+    group_id,
     map_message,
     map_snapshot,
     parse,
     parse_csv,
     parse_ndjson,
+    patient_id,
 )
+from mappers.iees.fhir import fhir_id
 from profiles.models import validate_resource
 from profiles.registry import ProfileRegistry
 from profiles.validator import Validator
@@ -74,11 +77,11 @@ def test_snapshot_and_hl7_agree_on_the_head_of_household(ndjson: Snapshot) -> No
     ours, theirs = by_id(hl7), by_id(snapshot)
     shared = set(ours) & set(theirs)
     assert shared >= {
-        "Patient/iees-900000101",
-        "Coverage/iees-cov-900000101-medicaid-1200345678",
-        "Observation/iees-enr-900000101-snap-1200345678",
-        "Observation/iees-enr-900000101-ktap-1200345678",
-        "Group/iees-case-1200345678",
+        f"Patient/{patient_id('900000101')}",
+        f"Coverage/{fhir_id('iees-cov', '900000101', 'medicaid', '1200345678')}",
+        f"Observation/{fhir_id('iees-enr', '900000101', 'snap', '1200345678')}",
+        f"Observation/{fhir_id('iees-enr', '900000101', 'ktap', '1200345678')}",
+        f"Group/{group_id('1200345678')}",
         "Organization/iees-org-kydms",
     }
     for key in shared:
@@ -91,18 +94,26 @@ def test_snapshot_and_hl7_agree_on_the_child(ndjson: Snapshot) -> None:
     hl7 = map_message(parse((SAMPLES / "hl7v2" / "02_ADT_A28_add_child_member.hl7").read_bytes()))
     (snapshot,) = [p for p in ndjson.persons if p.individual_id == "900000103"]
     ours, theirs = by_id(hl7), by_id(snapshot)
-    key = "Coverage/iees-cov-900000103-kchip-1200345678"
+    key = f"Coverage/{fhir_id('iees-cov', '900000103', 'kchip', '1200345678')}"
     assert ours[key] == theirs[key]
     patient_keys = ("identifier", "name", "birthDate", "gender", "address", "extension")
-    mine, other = ours["Patient/iees-900000103"], theirs["Patient/iees-900000103"]
+    mine, other = (
+        ours[f"Patient/{patient_id('900000103')}"],
+        theirs[f"Patient/{patient_id('900000103')}"],
+    )
     assert {k: mine[k] for k in patient_keys} == {k: other[k] for k in patient_keys}
 
 
 def test_ended_programs_are_judged_at_the_snapshot_date(ndjson: Snapshot) -> None:
     (robert,) = [p for p in ndjson.persons if p.individual_id == "900000201"]
     resources = by_id(robert)
-    assert resources["Coverage/iees-cov-900000201-medicaid-1200999001"]["status"] == "cancelled"
-    snap = resources["Observation/iees-enr-900000201-snap-1200999001"]
+    assert (
+        resources[f"Coverage/{fhir_id('iees-cov', '900000201', 'medicaid', '1200999001')}"][
+            "status"
+        ]
+        == "cancelled"
+    )
+    snap = resources[f"Observation/{fhir_id('iees-enr', '900000201', 'snap', '1200999001')}"]
     assert snap["valueCodeableConcept"]["coding"][0]["code"] == "not-enrolled"
     (membership,) = robert.memberships
     assert (membership.active, membership.end) == (False, dt.date(2025, 6, 30))
