@@ -35,8 +35,14 @@ from fhir_server.core.errors import (
 )
 from fhir_server.operations.patch import apply_fhirpath_patch, apply_json_patch
 from fhir_server.search.include import Include, InvalidInclude, parse_includes, split_includes
-from fhir_server.search.parse import InvalidSearch, SearchRequest, parse_count, parse_search
-from fhir_server.search.sql import Cursor, encode_cursor
+from fhir_server.search.parse import (
+    InvalidSearch,
+    NearValue,
+    SearchRequest,
+    parse_count,
+    parse_search,
+)
+from fhir_server.search.sql import Cursor, encode_cursor, great_circle_km
 from fhir_server.search.values import InvalidValue, parse_date_range
 from fhir_server.storage.compartment import CompartmentPage, compartment_page
 from fhir_server.storage.includes import Included, fetch_included
@@ -815,12 +821,15 @@ def searchset(
     if page.total is not None:
         head["total"] = page.total
     head["link"] = links
+    point = _distance_point(search)
     entries = [
         b'{"fullUrl":'
         + orjson.dumps(f"{base}/{search.resource_type}/{stored.id}")
         + b',"resource":'
         + _shaped(search, stored.body or b"{}")
-        + b',"search":{"mode":"match"}}'
+        + b',"search":{"mode":"match"'
+        + (_distance_extension(point, stored.body) if point is not None else b"")
+        + b"}}"
         for stored in page.resources
     ]
     if included is not None:
@@ -845,6 +854,44 @@ def searchset(
     if not entries:
         return head_bytes
     return head_bytes[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+
+
+_LOCATION_DISTANCE = "http://hl7.org/fhir/StructureDefinition/location-distance"
+# UCUM code -> the unit as people write it (Distance.unit).
+_UNIT_NAMES = {"km": "km", "m": "m", "[mi_i]": "mi"}
+_KM_PER_UNIT = {"km": 1.0, "m": 0.001, "[mi_i]": 1.609344}
+
+
+def _distance_point(search: SearchRequest) -> NearValue | None:
+    """Where a near search on the resources' own position measures from, else None.
+
+    Through a chain (``HealthcareService?location.near``) the distance is that of a Location
+    the page does not hold, so those matches carry no extension.
+    """
+    for key in search.sort:
+        if key.kind == "near" and not key.via:
+            return key.point
+    return None
+
+
+def _distance_extension(point: NearValue, body: bytes | None) -> bytes:
+    """``,"extension":[location-distance]`` for Bundle.entry.search, in the unit the near asked.
+
+    http://hl7.org/fhir/R4/extension-location-distance.html; empty when the resource has no
+    position.
+    """
+    position = orjson.loads(body or b"{}").get("position") or {}
+    latitude, longitude = position.get("latitude"), position.get("longitude")
+    if not isinstance(latitude, int | float) or not isinstance(longitude, int | float):
+        return b""
+    value = great_circle_km(point, latitude, longitude) / _KM_PER_UNIT.get(point.unit, 1.0)
+    distance = {
+        "value": round(value, 3),
+        "unit": _UNIT_NAMES.get(point.unit, point.unit),
+        "system": "http://unitsofmeasure.org",
+        "code": point.unit,
+    }
+    return b',"extension":' + orjson.dumps([{"url": _LOCATION_DISTANCE, "valueDistance": distance}])
 
 
 _SUMMARY_KEEP = {"resourceType", "id", "meta", "implicitRules"}

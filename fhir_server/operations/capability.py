@@ -59,6 +59,32 @@ def _searchable(registry: SearchRegistry, param: SearchParam) -> bool:
     return param.type == "special" and param.code == "near"
 
 
+# What a search parameter does here beyond its definition (searchParam.documentation).
+_DOCUMENTATION = {
+    ("HealthcareService", "active"): (
+        "Without an active parameter (any modifier) or _id, a HealthcareService search returns"
+        " only services that are not inactive: active true, or active absent (counted as"
+        " active). Ask active=false, or active:missing, to see the others. Conditional"
+        " interactions and _include/_revinclude are not filtered."
+    ),
+    ("Location", "near"): (
+        "latitude|longitude|distance|units (km, m, mi or [mi_i]; 50 km when no distance is"
+        " given), great-circle. Without _sort, results are ordered nearest first, and so are"
+        " searches that reach near through a chain (HealthcareService?location.near=...), by"
+        " their nearest Location; _sort=near / -near name that distance. Each match carries"
+        " the location-distance extension on Bundle.entry.search, in the unit asked."
+    ),
+}
+
+
+def _search_param(param: SearchParam) -> dict[str, str]:
+    entry = {"name": param.code, "definition": param.url, "type": param.type}
+    documentation = _DOCUMENTATION.get((param.resource_type, param.code))
+    if documentation is not None:
+        entry["documentation"] = documentation
+    return entry
+
+
 def _operation(name: str, definition: str) -> dict[str, str]:
     return {"name": name, "definition": f"http://hl7.org/fhir/OperationDefinition/{definition}"}
 
@@ -101,7 +127,7 @@ def build_capability_statement(
     resources = []
     for resource_type in served:
         params = [
-            {"name": p.code, "definition": p.url, "type": p.type}
+            _search_param(p)
             for code, p in sorted(registry.for_type(resource_type).items())
             if _searchable(registry, p) and code not in {"_id", "_lastUpdated"}
         ]

@@ -14,6 +14,15 @@ one typed value per component.
 Special parameters: ``near`` (Location.position, location.html#search), ``_text`` and
 ``_content`` (full text over the narrative and over every string of the resource,
 search.html#text) and ``_list`` (members of a List, search.html#list).
+
+A search with a ``near`` clause, on the resource itself or through a chain
+(``HealthcareService?location.near=...``), and no ``_sort`` is ordered nearest first: a
+resource's distance is that of its nearest position (through the chain: of its nearest
+Location). ``_sort=near`` / ``-near`` name that same distance, whichever way the near is reached.
+
+Server defaults (``SearchRequest.defaults``): a HealthcareService search that names no ``active``
+parameter and no ``_id`` finds only services that are not inactive (``active`` true or absent):
+a directory should not send a resident to a closed service.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from fhir_server.search.values import (
 from terminology import TerminologyError
 
 __all__ = [
+    "DISTANCE_UNITS",
     "MAX_CHAIN_DEPTH",
     "Clause",
     "CompositeValue",
@@ -55,6 +65,7 @@ __all__ = [
     "TextValue",
     "TokenValue",
     "UriValue",
+    "near_route",
     "parse_count",
     "parse_search",
     "split_escaped",
@@ -121,6 +132,8 @@ _TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]+$")
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 # Kilometres per unit of a near distance: UCUM codes, and "mi" as clients write it.
 _DISTANCE_UNITS = {"km": 1.0, "m": 0.001, "[mi_i]": 1.609344, "mi": 1.609344}
+# The UCUM code of each unit a client may write (http://unitsofmeasure.org).
+DISTANCE_UNITS = {"km": "km", "m": "m", "[mi_i]": "[mi_i]", "mi": "[mi_i]"}
 # How far is "near" when the client does not say (location.html#search leaves it to the server).
 NEAR_DEFAULT_KM = 50.0
 
@@ -203,11 +216,16 @@ class UriValue:
 
 @dataclass(frozen=True, slots=True)
 class NearValue:
-    """A point (WGS84 degrees) and a great-circle distance from it in kilometres."""
+    """A point (WGS84 degrees) and a great-circle distance from it in kilometres.
+
+    ``unit`` is the UCUM code of the unit the client wrote the distance in, so that distances
+    given back (the location-distance extension) are in the unit asked.
+    """
 
     latitude: float
     longitude: float
     distance_km: float
+    unit: str = field(default="km", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,10 +291,16 @@ class Clause:
 
 @dataclass(frozen=True, slots=True)
 class SortKey:
+    """One key of the order. For kind "near", ``point`` is where distances are measured from and
+    ``via`` the chain to the positions: (reference parameter, target types) per link, empty for
+    the resource's own position (``Location?near``)."""
+
     code: str
     kind: str
     param: SearchParam | None
     descending: bool
+    point: NearValue | None = None
+    via: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +319,10 @@ class SearchRequest:
     query: tuple[tuple[str, str], ...] = field(default=())
     # (compartment type, id): only members of that compartment match (search.html#compartment).
     compartment: tuple[str, str] | None = None
+    # Clauses the server adds because the client did not ask otherwise (active HealthcareServices
+    # only). They narrow searches (pages and totals), not conditional interactions: a
+    # conditional update that could not see an inactive service would create a duplicate.
+    defaults: tuple[Clause, ...] = ()
 
 
 def split_escaped(text: str, separator: str) -> list[str]:
@@ -404,10 +432,7 @@ def parse_search(
             clauses.append(keys.parse(resource_type, key, value))
         except _Unsupported as exc:
             refuse(str(exc))
-    if any(key.kind == "near" for key in sort) and not any(
-        c.kind == "near" and c.code == "near" for c in clauses
-    ):
-        raise InvalidSearch("_sort=near needs a near parameter to measure the distance from")
+    sort = _near_sort(sort, clauses)
     return SearchRequest(
         resource_type=resource_type,
         clauses=tuple(clauses),
@@ -420,7 +445,71 @@ def parse_search(
         ignored=tuple(ignored),
         query=tuple(query),
         compartment=compartment,
+        defaults=_defaults(resource_type, clauses, registry),
     )
+
+
+def _near_sort(sort: tuple[SortKey, ...], clauses: list[Clause]) -> tuple[SortKey, ...]:
+    """The sort with its near keys bound to the near clause; nearest first when unsorted.
+
+    ``_sort=near`` measures from the first value of the first near clause, direct or chained
+    (``location.near``); without one it is refused. With no ``_sort`` at all, a search that has
+    a near clause is ordered by that distance (location.html#search: "sorted by distance").
+    """
+    route = next((r for c in clauses if (r := near_route(c)) is not None), None)
+    if route is None:
+        if any(key.kind == "near" for key in sort):
+            raise InvalidSearch("_sort=near needs a near parameter to measure the distance from")
+        return sort
+    via, near = route
+    point = near.values[0]
+    assert isinstance(point, NearValue)
+    if not sort:
+        return (SortKey("near", "near", near.param, False, point, via),)
+    return tuple(
+        SortKey(key.code, key.kind, near.param, key.descending, point, via)
+        if key.kind == "near"
+        else key
+        for key in sort
+    )
+
+
+def near_route(
+    clause: Clause,
+) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], Clause] | None:
+    """The chain links to a near clause (none for a near on the resource itself), and it."""
+    if clause.kind == "near":
+        return (), clause
+    if clause.kind != "chain":
+        return None
+    for types, inner in clause.nested:
+        route = near_route(inner)
+        if route is not None:
+            return ((clause.code, types), *route[0]), route[1]
+    return None
+
+
+# Types whose searches hide inactive resources unless the client names ``active`` (or ``_id``).
+_ACTIVE_BY_DEFAULT = frozenset({"HealthcareService"})
+
+
+def _defaults(
+    resource_type: str, clauses: list[Clause], registry: SearchRegistry
+) -> tuple[Clause, ...]:
+    """``active:not=false`` on a HealthcareService search that names neither active nor _id.
+
+    A service without ``active`` counts as active (http://hl7.org/fhir/R4/healthcareservice.html
+    gives no default; a 211 record that says nothing is an open service). The CapabilityStatement
+    says so on the ``active`` parameter.
+    """
+    if resource_type not in _ACTIVE_BY_DEFAULT:
+        return ()
+    if any(c.code in {"active", "_id"} for c in clauses):
+        return ()
+    param = registry.get(resource_type, "active")
+    if param is None or param.type != "token":
+        return ()
+    return (Clause("active", "token", param, "not", (TokenValue(None, "false"),)),)
 
 
 def _usable(param: SearchParam | None) -> SearchParam | None:
@@ -694,14 +783,23 @@ def _parse_sort(value: str, params: Mapping[str, SearchParam]) -> tuple[SortKey,
             keys.append(SortKey(code, "id", None, descending))
         elif code == "_lastUpdated":
             keys.append(SortKey(code, "lastUpdated", None, descending))
-        elif (param := params.get(code)) is not None and param.expression == "Location.position":
-            keys.append(SortKey(code, "near", param, descending))
+        elif _sorts_by_distance(code, params.get(code)):
+            # Bound to the near clause, direct or chained, once the clauses are parsed.
+            keys.append(SortKey(code, "near", None, descending))
         else:
             param = _usable(params.get(code))
             if param is None or param.type not in _MODIFIERS:
                 raise InvalidSearch(f"cannot sort by {code!r}: not a sortable search parameter")
             keys.append(SortKey(code, param.type, param, descending))
     return tuple(keys)
+
+
+def _sorts_by_distance(code: str, param: SearchParam | None) -> bool:
+    """``_sort=near`` on Location, or on a type that reaches a near through a chain (a type
+    with a parameter of its own named near sorts by that parameter instead)."""
+    if param is None:
+        return code == "near"
+    return param.expression == "Location.position"
 
 
 def _parse_clause(
@@ -828,8 +926,8 @@ def _near_clause(param: SearchParam, text: str) -> Clause:
 
     Without a distance, near means within NEAR_DEFAULT_KM; without units, km. Distances are
     great-circle (haversine) on a sphere of the Earth's mean radius, not on the WGS84 ellipsoid:
-    within 0.5%. Results keep the usual order (by rid) unless ``_sort=near`` asks for nearest
-    first (``-near``: farthest first), measured from the first near value.
+    within 0.5%. Results come nearest first unless ``_sort`` says otherwise (``-near``:
+    farthest first), measured from the first near value.
     """
     values = []
     for raw in split_escaped(text, ","):
@@ -843,6 +941,7 @@ def _near_clause(param: SearchParam, text: str) -> Clause:
         if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
             raise InvalidSearch(f"{param.code}: latitude or longitude out of range")
         distance = NEAR_DEFAULT_KM
+        unit = "km"
         if len(parts) >= 3 and parts[2]:
             unit = parts[3] if len(parts) == 4 and parts[3] else "km"
             factor = _DISTANCE_UNITS.get(unit)
@@ -854,7 +953,7 @@ def _near_clause(param: SearchParam, text: str) -> Clause:
             distance = _finite(parts[2], param.code, "distance") * factor
             if distance < 0:
                 raise InvalidSearch(f"{param.code}: the distance cannot be negative")
-        values.append(NearValue(latitude, longitude, distance))
+        values.append(NearValue(latitude, longitude, distance, DISTANCE_UNITS[unit]))
     if not values:
         raise InvalidSearch(f"the search parameter {param.code} has no value")
     return Clause(param.code, "near", param, None, tuple(values))

@@ -50,7 +50,9 @@ def test_near_chains_from_healthcare_service() -> None:
 
 def test_sort_by_near_needs_near() -> None:
     request = parse_search("Location", [("_sort", "-near"), ("near", "1|2")], REGISTRY)
-    assert request.sort[0] == SortKey("near", "near", REGISTRY.get("Location", "near"), True)
+    point = NearValue(1.0, 2.0, NEAR_DEFAULT_KM)
+    near = REGISTRY.get("Location", "near")
+    assert request.sort[0] == SortKey("near", "near", near, True, point)
     with pytest.raises(InvalidSearch, match="near"):
         parse_search("Location", [("_sort", "near")], REGISTRY)
 
@@ -97,3 +99,28 @@ def test_special_values_parse_or_are_refused_cleanly(
         parse_search(resource_type, items, REGISTRY)
     except InvalidSearch:
         pass
+
+
+def test_a_near_search_is_nearest_first_unless_sorted() -> None:
+    direct = parse_search("Location", [("near", "1|2|3|mi")], REGISTRY)
+    (key,) = direct.sort
+    assert (key.kind, key.descending, key.via) == ("near", False, ())
+    assert key.point == NearValue(1.0, 2.0, 3 * 1.609344) and key.point.unit == "[mi_i]"
+    chained = parse_search("HealthcareService", [("location.near", "1|2|3")], REGISTRY)
+    assert chained.sort[0].via == (("location", ("Location",)),)
+    farthest = parse_search(
+        "HealthcareService", [("_sort", "-near"), ("location.near", "1|2|3")], REGISTRY
+    )
+    assert farthest.sort[0].descending and farthest.sort[0].via == chained.sort[0].via
+    by_name = parse_search("Location", [("near", "1|2"), ("_sort", "name")], REGISTRY)
+    assert [k.code for k in by_name.sort] == ["name"]
+    with pytest.raises(InvalidSearch, match="near"):
+        parse_search("HealthcareService", [("_sort", "near"), ("name", "x")], REGISTRY)
+
+
+def test_healthcare_services_are_active_only_unless_asked() -> None:
+    (default,) = parse_search("HealthcareService", [("name", "x")], REGISTRY).defaults
+    assert (default.code, default.modifier) == ("active", "not")
+    for items in ([("active", "false")], [("active:missing", "true")], [("_id", "a")]):
+        assert parse_search("HealthcareService", items, REGISTRY).defaults == (), items
+    assert parse_search("Organization", [], REGISTRY).defaults == ()
