@@ -9,7 +9,7 @@ import sys
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import orjson
 import psycopg
@@ -18,6 +18,9 @@ import typer
 from fhir_server.settings import Settings
 from fhir_server.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from fhir_server.storage.migrate import upgrade
+
+if TYPE_CHECKING:
+    from fhir_server.conformance import Conformance
 
 __all__ = ["app"]
 
@@ -29,6 +32,8 @@ app = typer.Typer(
 
 load_app = typer.Typer(help="Load resources in bulk.", no_args_is_help=True)
 app.add_typer(load_app, name="load")
+feeds_app = typer.Typer(help="State feeds: dead letters and replay.", no_args_is_help=True)
+app.add_typer(feeds_app, name="feeds")
 profiles_app = typer.Typer(help="Profiles and terminology the server validates with.")
 app.add_typer(profiles_app, name="profiles", no_args_is_help=True)
 
@@ -232,6 +237,289 @@ def load_ndjson_command(
         typer.echo(f"refused lines and their reasons: {errors}", err=True)
         sys.stdout.flush()
         raise typer.Exit(1)
+
+
+@load_app.command("hsds")
+def load_hsds_command(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="An HSDS feed: 3.x JSON (a file or a directory of files) or a tabular data"
+            " package (datapackage.json and CSVs; 3.x, 2.0.1 or 1.x names)."
+        ),
+    ],
+    feed: Annotated[
+        str,
+        typer.Option(
+            "--feed",
+            help="The feed's name (say ky-211). Resource ids derive from it: never change it"
+            " for one source.",
+        ),
+    ] = "211",
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial",
+            help="The feed lists only some records: do not make the others inactive.",
+        ),
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Load a 211 resource directory (Open Referral HSDS) as Organizations, Locations and
+    HealthcareServices.
+
+    Loading again is an idempotent upsert: unchanged records make no new version, changed ones
+    do, and (unless --partial) records the feed no longer lists are made inactive, never
+    deleted. Tags set on the server (the KY Partner flag) survive. Safe while the server runs.
+    Progress goes to standard error, a summary to standard output (counts and reasons only).
+    Exit status: 0 loaded, 1 loaded but some resources refused, 2 the load failed.
+    """
+    from fhir_server.ingest.hsds import FeedError, FeedProgress, load_hsds
+    from fhir_server.storage.database import libpq_url
+
+    settings = Settings()
+    conformance = _conformance(settings)
+
+    def progress(report: FeedProgress) -> None:
+        typer.echo(f"{report.done:,}/{report.total:,} resources, {report.seconds:,.0f} s", err=True)
+
+    url, embedded = _database(settings, data_dir)
+    try:
+        upgrade(url)
+        summary = load_hsds(
+            libpq_url(url),
+            path,
+            feed=feed,
+            full=not partial,
+            conformance=conformance,
+            on_progress=progress,
+        )
+    except (FeedError, psycopg.Error) as exc:
+        typer.echo(f"error: the load failed: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("error: the load was interrupted (what was committed stays)", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    _print_feed_summary(summary.as_dict())
+    if summary.rejected:
+        raise typer.Exit(1)
+
+
+@load_app.command("iees")
+def load_iees_command(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="IEES files: HL7 v2 messages (one or several a file, MLLP-framed or not),"
+            " NDJSON snapshots, CSV snapshot directories (persons.csv ...), or directories"
+            " of them (applied by name)."
+        ),
+    ],
+    snapshot_date: Annotated[
+        str | None,
+        typer.Option(help="The date of a CSV snapshot (YYYY-MM-DD); NDJSON states its own."),
+    ] = None,
+    mode: Annotated[str, typer.Option(help="A CSV snapshot's mode: full or delta.")] = "full",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Apply a full snapshot even if it would end more than 5% of the enrollments.",
+        ),
+    ] = False,
+    acks: Annotated[
+        Path | None, typer.Option(help="Write each message's ACK here (CR-separated, framed).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Apply the state eligibility feed (IEES): residents, households, Medicaid/KCHIP
+    coverage and SNAP/KTAP/CCAP enrollment.
+
+    Every message gets the ACK the profile specifies (AA, AE or AR); resends, stale messages
+    and merges follow its processing rules; AE and AR messages are kept as dead letters
+    (sdoh-fhir feeds replay). Safe while the server runs. The summary counts ACK codes and
+    errors by code and location (no PII). Exit status: 0 all AA, 1 some AE/AR, 2 failed.
+    """
+    from fhir_server.ingest.iees import Reply, SnapshotRefused
+    from fhir_server.ingest.iees_files import IeesFileError, load_iees_paths
+    from fhir_server.ingest.mllp import frame
+    from fhir_server.storage.database import libpq_url
+
+    if mode not in ("full", "delta"):
+        typer.echo("error: --mode is full or delta", err=True)
+        raise typer.Exit(2)
+    settings = Settings()
+    conformance = _conformance(settings)
+    out = acks.open("wb") if acks is not None else None
+
+    def progress(messages: int, seconds: float) -> None:
+        typer.echo(f"{messages:,} messages, {seconds:,.0f} s", err=True)
+
+    def keep_ack(reply: Reply) -> None:
+        assert out is not None
+        out.write(frame(reply.ack))
+
+    url, embedded = _database(settings, data_dir)
+    try:
+        upgrade(url)
+        summary = load_iees_paths(
+            libpq_url(url),
+            paths,
+            conformance=conformance,
+            snapshot_date=snapshot_date,
+            mode=mode,
+            force=force,
+            on_reply=keep_ack if out else None,
+            on_progress=progress,
+        )
+    except (IeesFileError, SnapshotRefused, psycopg.Error, OSError, ValueError) as exc:
+        typer.echo(f"error: the load failed: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        if out is not None:
+            out.close()
+        if embedded is not None:
+            embedded.stop()
+    data = summary.as_dict()
+    codes = ", ".join(f"{n:,} {code}" for code, n in sorted(data["acks"].items())) or "none"
+    typer.echo(
+        f"IEES: {summary.messages:,} messages ({codes}), {summary.applied:,} applied,"
+        f" in {summary.seconds:,.1f} s"
+    )
+    for reason, n in sorted(data["errors"].items(), key=lambda kv: (-kv[1], kv[0])):
+        typer.echo(f"    {n:>8,}  ERR {reason}")
+    for snapshot in summary.snapshots:
+        typer.echo(
+            f"snapshot {snapshot['file']}: {snapshot['persons']:,} persons,"
+            f" {snapshot['applied']:,} applied, {snapshot['stale']:,} stale,"
+            f" {snapshot['endedPersons']:,} ended, {snapshot['merges']:,} merges;"
+            f" {snapshot['created']:,} created, {snapshot['updated']:,} updated,"
+            f" {snapshot['unchanged']:,} unchanged, {snapshot['rejected']:,} rejected"
+        )
+        for reason, n in sorted(snapshot["rejectedReasons"].items()):
+            typer.echo(f"    {n:>8,}  {reason}")
+    if set(data["acks"]) - {"AA"} or any(s["rejected"] for s in summary.snapshots):
+        raise typer.Exit(1)
+
+
+@feeds_app.command("replay")
+def feeds_replay(
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Dead letters to replay (default: all pending).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Apply the IEES messages kept as dead letters again (after a fix of the data, the
+    profiles or the server). Each gets a new ACK; one refused again is kept again."""
+    from fhir_server.ingest.iees_files import replay_dead_letters
+    from fhir_server.storage.database import libpq_url
+
+    settings = Settings()
+    conformance = _conformance(settings)
+    url, embedded = _database(settings, data_dir)
+    try:
+        upgrade(url)
+        summary = replay_dead_letters(libpq_url(url), conformance, ids=ids or ())
+    except psycopg.Error as exc:
+        typer.echo(f"error: the replay failed: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    codes = ", ".join(f"{n:,} {c}" for c, n in sorted(summary.acks.items())) or "none"
+    typer.echo(f"replayed {summary.replayed:,} dead letters ({codes})")
+    for kind, n in sorted(summary.skipped.items()):
+        typer.echo(f"    {n:>8,}  not replayable ({kind}): kept")
+
+
+@app.command()
+def mllp(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 2575,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="TLS certificate (PEM); with --tls-key, MLLP over TLS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    tls_ca: Annotated[
+        Path | None, typer.Option(help="Require client certificates signed by this CA (PEM).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Listen for the IEES HL7 v2 feed over MLLP: persistent connections, one ACK per
+    message, sent once what the message changed is committed."""
+    import asyncio
+
+    from fhir_server.ingest.iees_pipeline import IeesPipeline
+    from fhir_server.ingest.mllp import MllpServer, tls_context
+    from fhir_server.storage.database import libpq_url
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if (tls_cert is None) != (tls_key is None):
+        typer.echo("error: --tls-cert and --tls-key go together", err=True)
+        raise typer.Exit(2)
+    settings = Settings()
+    conformance = _conformance(settings)
+    context = (
+        tls_context(str(tls_cert), str(tls_key), str(tls_ca) if tls_ca else None)
+        if tls_cert is not None and tls_key is not None
+        else None
+    )
+    url, embedded = _database(settings, data_dir)
+
+    async def run() -> None:
+        pipeline = IeesPipeline(libpq_url(url), conformance)
+        await pipeline.start()
+        server = MllpServer(pipeline, ssl=context)
+        await server.start(host, port)
+        typer.echo(f"MLLP listener for the IEES feed on {host}:{server.port}")
+        try:
+            await server.serve_forever()
+        finally:
+            await server.close()
+            await pipeline.close()
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        upgrade(url)
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            typer.echo("embedded PostgreSQL stopped")
+
+
+def _conformance(settings: Settings) -> Conformance:
+    from fhir_server.conformance import Conformance, parse_required_profiles
+
+    try:
+        return Conformance.bundled(
+            unknown_profiles=settings.unknown_profiles,
+            required=parse_required_profiles(settings.required_profiles),
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _print_feed_summary(summary: dict[str, Any]) -> None:
+    """The closing summary: counts, then reasons and problems by count (no PII)."""
+    counts = ", ".join(
+        f"{summary[k]:,} {k}"
+        for k in ("created", "updated", "unchanged", "inactivated", "rejected")
+        if k in summary
+    )
+    typer.echo(f"feed {summary['feed']}: {counts}, in {summary['seconds']:,.1f} s")
+    for title, key in (("rejected", "rejectedReasons"), ("loaded with problems", "problems")):
+        items = summary.get(key) or {}
+        if items:
+            typer.echo(f"  {title}:")
+            for reason, n in sorted(items.items(), key=lambda kv: (-kv[1], kv[0])):
+                typer.echo(f"    {n:>8,}  {reason}")
 
 
 @profiles_app.command("install")

@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 import orjson
 from fastapi import FastAPI
 
-from fhir_server.api import bulk_import, bundle, reindex, terminology, validate
+from fhir_server.api import bulk_import, bundle, feeds, reindex, terminology, validate
 from fhir_server.api.errors import install_error_handlers
 from fhir_server.api.rest import routes
 from fhir_server.api.state import AppState
@@ -134,6 +134,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await runner.stop()
+            await feeds.close_feeds(state)
             await stored_conformance.stop()
             await custom.stop()
             await pool.close()
@@ -154,6 +155,7 @@ def create_app(settings: Settings) -> FastAPI:
             *reindex.routes,
             *terminology.routes,
             *validate.routes,
+            *feeds.routes,
             *routes,
         ]
     )

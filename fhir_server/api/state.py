@@ -3,7 +3,8 @@ profiles and terminology."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -30,3 +31,6 @@ class AppState:
     conformance: Conformance
     refresh_conformance: RefreshConformance | None = None
     stored_conformance: StoredConformance | None = None
+    # The IEES feed's pipeline for $load-iees (an IeesPipeline), started on first use.
+    iees_pipeline: Any = None
+    feeds_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

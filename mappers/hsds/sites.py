@@ -60,11 +60,23 @@ def map_organization(tables: Tables, feed: Feed, row: Row, report: Report) -> di
             "name": name,
             "alias": [row["alternate_name"]] if row.get("alternate_name") else None,
             "telecom": telecom,
+            "address": _organization_addresses(tables, org_id),
             "partOf": part_of,
             "contact": _contacts(tables, org_id),
         }
     )
     return organization
+
+
+def _organization_addresses(tables: Tables, org_id: str) -> list[dict[str, Any]] | None:
+    """The addresses of the organization's own locations (HSDS keeps addresses on locations),
+    so that an Organization is found by city (``address-city``); each address once."""
+    addresses: list[dict[str, Any]] = []
+    for location in tables.children("location", "organization_id", org_id):
+        address, _ = _address(tables, location.get("id", ""))
+        if address and address not in addresses:
+            addresses.append(address)
+    return addresses or None
 
 
 def _organization_identifiers(tables: Tables, row: Row) -> list[dict[str, Any]]:
