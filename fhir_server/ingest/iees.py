@@ -4,8 +4,9 @@ listener, ``POST /$load-iees`` and ``sdoh-fhir load iees``, and the NDJSON/CSV s
 ``mappers.iees`` parses and maps; this module applies what a message states to what is stored,
 by the profile's processing rules, on one connection (:class:`IeesApplier`):
 
-* rule 2, duplicates: the (MSH-3, MSH-4, MSH-10) of every message answered is kept with its
-  ACK; a resend gets that ACK again with an informational ERR, and nothing is applied;
+* rule 2, duplicates: the (MSH-3, MSH-4, MSH-10) of every message accepted (AA) is kept with
+  its ACK; a resend gets that ACK again with an informational ERR, and nothing is applied (a
+  refused message may be corrected and resent under its MSH-10: it is judged again);
 * rule 3, ordering: a message older (EVN-6) than the last one applied for the person gets AA
   with a warning and is not applied;
 * rules 4 and 5, snapshot semantics: programs, co-members and households the person's last
@@ -256,9 +257,9 @@ class IeesApplier:
         self._replay = replay
         try:
             return self._in_transaction(messages)
-        except psycopg.Error:
+        except psycopg.Error as exc:
             if len(messages) == 1:
-                return [self._failed(messages[0])]
+                return [self._failed(messages[0], exc)]
             log.warning(
                 "a batch of %d IEES messages failed; applying them one by one", len(messages)
             )
@@ -266,8 +267,8 @@ class IeesApplier:
         for message in messages:
             try:
                 replies.extend(self._in_transaction([message]))
-            except psycopg.Error:
-                replies.append(self._failed(message))
+            except psycopg.Error as exc:
+                replies.append(self._failed(message, exc))
         return replies
 
     def _in_transaction(self, messages: list[_Message]) -> list[Reply]:
@@ -275,9 +276,10 @@ class IeesApplier:
         with self.writer.transaction():
             return self._apply_batch(messages)
 
-    def _failed(self, message: _Message) -> Reply:
+    def _failed(self, message: _Message, exc: Exception) -> Reply:
         """A message the database would not take: dead-lettered and answered AE 207."""
-        log.exception("an IEES message could not be applied")
+        # The type only: a database error's text can quote values of the message (PII).
+        log.error("an IEES message could not be applied (%s)", type(exc).__name__)
         error = ErrorDetail(
             "MSH^1", 207, "E", diagnostic="the message could not be applied; kept for replay"
         )
@@ -316,7 +318,9 @@ class IeesApplier:
                 )
                 continue
             reply = self._one(message, work, persons, changed_persons)
-            if key is not None:
+            # Only an accepted message is a duplicate's original: one refused (AE, AR) may be
+            # corrected and sent again under its MSH-10, and is then judged again.
+            if key is not None and reply.code == "AA":
                 stored_acks[key] = reply.ack
                 new_acks.append((key, reply.ack))
             replies.append(reply)

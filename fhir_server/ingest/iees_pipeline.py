@@ -29,6 +29,13 @@ class _Waiting:
     reply: asyncio.Future[bytes]
 
 
+@dataclass
+class _Garbage:
+    data: bytes
+    reason: str
+    done: asyncio.Future[bytes]
+
+
 class IeesPipeline:
     """An ``MllpHandler`` (``fhir_server.ingest.mllp``) that applies IEES messages."""
 
@@ -38,7 +45,8 @@ class IeesPipeline:
         self.conninfo = conninfo
         self.conformance = conformance
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[_Waiting | None] = asyncio.Queue()
+        # Messages and garbage, in arrival order: one worker, one connection.
+        self._queue: asyncio.Queue[_Waiting | _Garbage | None] = asyncio.Queue()
         self._applier: IeesApplier | None = None
         self._worker: asyncio.Task[None] | None = None
         self.messages = 0
@@ -74,13 +82,17 @@ class IeesPipeline:
         return [await item.reply for item in waiting]
 
     async def garbage(self, data: bytes, reason: str) -> None:
-        await asyncio.to_thread(self._keep, data, reason)
+        """Keep bytes the listener could not frame, as a dead letter (through the worker: the
+        applier's connection serves one thread at a time)."""
+        item = _Garbage(data, reason, asyncio.get_running_loop().create_future())
+        await self._queue.put(item)
+        await item.done
 
-    def _keep(self, data: bytes, reason: str) -> None:
+    def _keep(self, item: _Garbage) -> None:
         assert self._applier is not None
         writer: FeedWriter = self._applier.writer
         with writer.transaction():
-            writer.dead_letter("mllp-garbage", data, f"MLLP framing: {reason}", None)
+            writer.dead_letter("mllp-garbage", item.data, f"MLLP framing: {item.reason}", None)
 
     async def _work(self) -> None:
         assert self._applier is not None
@@ -90,33 +102,55 @@ class IeesPipeline:
             first = await self._queue.get()
             if first is None:
                 break
+            if isinstance(first, _Garbage):
+                await self._keep_garbage(first)
+                continue
             batch = [first]
+            garbage: list[_Garbage] = []
             while len(batch) < self.max_batch and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is None:
                     stopping = True
                     break
+                if isinstance(item, _Garbage):
+                    garbage.append(item)  # kept right after this batch
+                    continue
                 batch.append(item)
-            try:
-                replies = await asyncio.to_thread(
-                    applier.apply_messages, [item.payload for item in batch]
-                )
-            except FeedUnavailable as exc:
-                for item in batch:
-                    if not item.reply.done():
-                        item.reply.set_exception(exc)
-                continue
-            except Exception as exc:  # a fault of ours: no ACK; the sender keeps the messages
-                log.error("IEES batch failed: %s", type(exc).__name__)
-                for item in batch:
-                    if not item.reply.done():
-                        item.reply.set_exception(FeedUnavailable(type(exc).__name__))
-                continue
-            self.messages += len(batch)
-            self.batches += 1
-            for item, reply in zip(batch, replies, strict=True):
+            await self._apply(applier, batch)
+            for item in garbage:
+                await self._keep_garbage(item)
+
+    async def _keep_garbage(self, item: _Garbage) -> None:
+        try:
+            await asyncio.to_thread(self._keep, item)
+        except Exception as exc:
+            if not item.done.done():
+                item.done.set_exception(FeedUnavailable(type(exc).__name__))
+        else:
+            if not item.done.done():
+                item.done.set_result(b"")
+
+    async def _apply(self, applier: IeesApplier, batch: list[_Waiting]) -> None:
+        try:
+            replies = await asyncio.to_thread(
+                applier.apply_messages, [item.payload for item in batch]
+            )
+        except FeedUnavailable as exc:
+            for item in batch:
                 if not item.reply.done():
-                    item.reply.set_result(reply.ack)
+                    item.reply.set_exception(exc)
+            return
+        except Exception as exc:  # a fault of ours: no ACK; the sender keeps the messages
+            log.error("IEES batch failed: %s", type(exc).__name__)
+            for item in batch:
+                if not item.reply.done():
+                    item.reply.set_exception(FeedUnavailable(type(exc).__name__))
+            return
+        self.messages += len(batch)
+        self.batches += 1
+        for item, reply in zip(batch, replies, strict=True):
+            if not item.reply.done():
+                item.reply.set_result(reply.ack)
 
     @property
     def feed(self) -> str:
