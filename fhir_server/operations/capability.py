@@ -104,6 +104,23 @@ _OPERATIONS = {
     "ConceptMap": [_operation("translate", "ConceptMap-translate")],
 }
 _VALIDATE = _operation("validate", "Resource-validate")
+# Operations at the server root: the state feeds pushed over HTTP (this server's own).
+_SYSTEM_OPERATIONS = [
+    {
+        "name": "load-hsds",
+        "definition": "https://sdoh-fhir.org/OperationDefinition/load-hsds",
+        "documentation": "A 211 resource directory in Open Referral HSDS (a JSON document, or"
+        " a zip of a feed): Organizations, Locations and HealthcareServices upserted by the"
+        " feed's ids; `feed` names the source, `mode=full` makes inactive what it no longer"
+        " lists.",
+    },
+    {
+        "name": "load-iees",
+        "definition": "https://sdoh-fhir.org/OperationDefinition/load-iees",
+        "documentation": "The state eligibility feed: HL7 v2.5.1 ADT A28/A31/A40"
+        " (x-application/hl7-v2+er7, answered with the ACKs) or an NDJSON snapshot.",
+    },
+]
 
 
 def build_capability_statement(
@@ -190,6 +207,7 @@ def build_capability_statement(
                     {"code": "batch"},
                     {"code": "history-system"},
                 ],
+                "operation": _SYSTEM_OPERATIONS,
             }
         ],
     }
