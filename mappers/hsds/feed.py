@@ -7,6 +7,7 @@ can never collide.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -68,4 +69,10 @@ class Feed:
 
     def resource_id(self, hsds_object: str, feed_id: str) -> str:
         """The FHIR id of a record: a UUIDv5 of (feed name, object, feed id)."""
-        return str(uuid.uuid5(_NAMESPACE, f"{self.name}\x1f{hsds_object}\x1f{feed_id}"))
+        return _resource_id(self.name, hsds_object, feed_id)
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _resource_id(name: str, hsds_object: str, feed_id: str) -> str:
+    # Cached: a record's id is asked for again by every reference to it.
+    return str(uuid.uuid5(_NAMESPACE, f"{name}\x1f{hsds_object}\x1f{feed_id}"))

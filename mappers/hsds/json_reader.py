@@ -10,10 +10,11 @@ its fields merged.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from mappers.hsds.tables import InvalidHsds, Row, Tables, scalar
 
@@ -113,8 +114,7 @@ def read_json(paths: Iterable[Path]) -> Tables:
 
 def _load(path: Path) -> Any:
     try:
-        with path.open("rb") as handle:
-            return json.load(handle)
+        return orjson.loads(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise InvalidHsds(f"{path.name}: not readable JSON ({exc.__class__.__name__})") from exc
 

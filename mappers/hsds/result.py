@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 __all__ = ["MappedResource", "MappingResult", "Problem", "content_hash"]
 
@@ -17,8 +18,7 @@ def content_hash(resource: dict[str, Any]) -> str:
     The loader compares it with the stored one to skip unchanged records without parsing
     them; it covers only what the mapper produces, never server-side ``meta`` or tags.
     """
-    text = json.dumps(resource, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

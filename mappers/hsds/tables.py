@@ -8,6 +8,7 @@ give the same FHIR resources, and lets the 1.x/2.0.1 adapters be renames.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
@@ -18,6 +19,7 @@ Row = dict[str, str]
 
 # C0 controls other than tab, line feed and carriage return: FHIR strings refuse them.
 _CONTROLS = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])
+_HAS_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 class InvalidHsds(ValueError):
@@ -30,6 +32,10 @@ def scalar(value: Any) -> str:
     Real exports pad values (Miami's ``"FL "``); JSON gives numbers where CSV gives text.
     Control characters, which no FHIR string may hold, are dropped.
     """
+    if type(value) is str:  # the common case first: most values need only the strip
+        if _HAS_CONTROL.search(value) is None:
+            return value.strip()
+        return value.translate(_CONTROLS).strip()
     if value is None:
         return ""
     if isinstance(value, bool):
