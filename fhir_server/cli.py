@@ -263,6 +263,14 @@ def load_hsds_command(
             help="The feed lists only some records: do not make the others inactive.",
         ),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Load a full feed even if it would make more than a fifth of the directory"
+            " inactive.",
+        ),
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Load a 211 resource directory (Open Referral HSDS) as Organizations, Locations and
@@ -291,6 +299,7 @@ def load_hsds_command(
             path,
             feed=feed,
             full=not partial,
+            force=force,
             conformance=conformance,
             on_progress=progress,
         )

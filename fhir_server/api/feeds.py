@@ -24,6 +24,7 @@ import asyncio
 import io
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -186,11 +187,14 @@ async def load_hsds_operation(request: Request) -> Response:
         )
     raw = await _body(request, state.settings.max_import_bytes)
     full = (mode or ("full" if media in _ZIP else "partial")) == "full"
-    summary = await asyncio.to_thread(_load_hsds, state, raw, media in _ZIP, feed, full)
+    force = parameters.string("force") == "true"
+    summary = await asyncio.to_thread(_load_hsds, state, raw, media in _ZIP, feed, full, force)
     return render_resource(request, _parameters(summary))
 
 
-def _load_hsds(state: AppState, raw: bytes, is_zip: bool, feed: str, full: bool) -> dict[str, Any]:
+def _load_hsds(
+    state: AppState, raw: bytes, is_zip: bool, feed: str, full: bool, force: bool
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sdoh-hsds-") as folder:
         root = Path(folder)
         if is_zip:
@@ -205,6 +209,7 @@ def _load_hsds(state: AppState, raw: bytes, is_zip: bool, feed: str, full: bool)
                 path,
                 feed=feed,
                 full=full,
+                force=force,
                 conformance=_conformance(state),
             )
         except FeedError as exc:
@@ -213,7 +218,19 @@ def _load_hsds(state: AppState, raw: bytes, is_zip: bool, feed: str, full: bool)
 
 
 def _extract(raw: bytes, root: Path, limit: int) -> None:
-    """Unzip into ``root``, refusing paths that leave it and more than ``limit`` bytes."""
+    """Unzip into ``root``, refusing paths that leave it and more than ``limit`` bytes; a zip
+    that cannot be extracted is the client's error (400), whatever broke."""
+    try:
+        _unzip(raw, root, limit)
+    except (InvalidRequest, PayloadTooLarge):
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError):
+        raise InvalidRequest(
+            "the zip cannot be extracted (damaged, encrypted or odd names)"
+        ) from None
+
+
+def _unzip(raw: bytes, root: Path, limit: int) -> None:
     try:
         archive = zipfile.ZipFile(io.BytesIO(raw))
     except zipfile.BadZipFile:
@@ -226,7 +243,7 @@ def _extract(raw: bytes, root: Path, limit: int) -> None:
         if member.is_dir():
             continue
         target = (root / member.filename).resolve()
-        if not target.is_relative_to(root.resolve()):
+        if not target.is_relative_to(root.resolve()) or target == root.resolve():
             raise InvalidRequest("the zip holds a path outside its own folder")
         total += member.file_size
         if total > limit:

@@ -17,9 +17,11 @@ the server keeps answering while a directory loads:
   coordinates) is loaded with what it has, and the problem is counted in the summary; a
   resource the server refuses (invalid, or against a required profile) is not written and is
   counted with its reason;
-* each load that changed something writes Provenance naming the feed and the run, whose
-  targets are the versions it wrote (``FEED_RUN_SYSTEM``); every load leaves a ``feed_run``
-  row with its counts.
+* each transaction that changed something writes, in it, a Provenance naming the feed and
+  the run, whose targets are the versions it wrote (``FEED_RUN_SYSTEM``): a load cut short
+  leaves none untraced; every load leaves a ``feed_run`` row with its counts;
+* a full load that would make more than a fifth of the feed's records inactive (an empty or
+  cut-short export) is refused before anything is written, unless forced.
 
 Only one load of a feed runs at a time (a session advisory lock).
 """
@@ -27,6 +29,7 @@ Only one load of a feed runs at a time (a session advisory lock).
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +131,8 @@ def load_hsds(
     conformance: Conformance | None = None,
     on_progress: Callable[[FeedProgress], None] | None = None,
     batch_size: int = 1000,
+    max_inactivated: float = 0.2,
+    force: bool = False,
 ) -> FeedSummary:
     """Map the HSDS feed at ``path`` (a file or directory) and load it as feed ``feed``.
 
@@ -145,6 +150,8 @@ def load_hsds(
         conninfo,
         result,
         full=full,
+        max_inactivated=max_inactivated,
+        force=force,
         conformance=conformance,
         on_progress=on_progress,
         batch_size=batch_size,
@@ -161,8 +168,12 @@ def load_mapping(
     on_progress: Callable[[FeedProgress], None] | None = None,
     batch_size: int = 1000,
     started: float | None = None,
+    max_inactivated: float = 0.2,
+    force: bool = False,
 ) -> FeedSummary:
-    """Load an HSDS mapping (see ``load_hsds``)."""
+    """Load an HSDS mapping (see ``load_hsds``). A full load that would make more than
+    ``max_inactivated`` of the feed's active records inactive (an empty or cut-short export)
+    is refused with FeedError before anything is written, unless ``force``."""
     started = time.monotonic() if started is None else started
     summary = FeedSummary(result.feed)
     summary.problems.update(problem.code for problem in result.problems)
@@ -170,27 +181,34 @@ def load_mapping(
     try:
         if not writer.try_lock_feed():
             raise FeedError(f"another load of the HSDS feed {result.feed!r} is running")
+        mapped = {(item.resource_type, item.id) for item in result.resources}
+        active = [key for key, inactive in writer.feed_keys(HSDS_TYPES).items() if not inactive]
+        missing = [key for key in active if key not in mapped] if full else []
+        if active and len(missing) / len(active) > max_inactivated and not force:
+            raise FeedError(
+                f"the feed would make {len(missing)} of its {len(active)} active records"
+                f" inactive ({len(missing) / len(active):.0%}, more than"
+                f" {max_inactivated:.0%}): check the feed, or load it with --force"
+            )
         summary.run_id = run_id = writer.start_run("hsds")
-        changed: dict[Key, int] = {}
         total = len(result.resources)
         done = 0
         last_report = time.monotonic()
         for chunk in chunked(result.resources, batch_size):
             with writer.transaction():
                 written, skipped = _upsert(writer, chunk, run_id)
+                summary.provenance += _write_provenance(writer, result.feed, run_id, written)
             summary.add(written)
             summary.unchanged += skipped
-            changed.update((k, written.versions[k]) for k in written.changed)
             done += len(chunk)
             if on_progress is not None and time.monotonic() - last_report >= 1.0:
                 last_report = time.monotonic()
                 on_progress(FeedProgress(done, total, last_report - started))
         if full:
-            mapped = {(item.resource_type, item.id) for item in result.resources}
-            inactivated = _inactivate_missing(writer, mapped, run_id, batch_size)
-            summary.inactivated = len(inactivated)
-            changed.update(inactivated)
-        summary.provenance = _write_provenance(writer, result.feed, run_id, changed)
+            summary.inactivated, ids = _inactivate_missing(
+                writer, sorted(missing), result.feed, run_id, batch_size
+            )
+            summary.provenance += ids
         summary.seconds = time.monotonic() - started
         writer.finish_run(run_id, summary.as_dict(), ",".join(summary.provenance) or None)
         writer.finish()
@@ -212,9 +230,9 @@ def _upsert(
         for item, key in zip(chunk, keys, strict=True)
         if states[key].inactive or not states[key].unchanged(item.content_hash)
     ]
-    stored = writer.bodies(
-        [(i.resource_type, i.id) for i in todo if states[(i.resource_type, i.id)].version]
-    )
+    existing = [(i.resource_type, i.id) for i in todo if states[(i.resource_type, i.id)].version]
+    writer.lock_resources(existing)  # what is read under the lock is what the write replaces
+    stored = writer.bodies(existing)
     pending = [
         Pending(
             _keep_server_meta(item.resource, stored.get((item.resource_type, item.id))),
@@ -243,17 +261,15 @@ def _inactive(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _inactivate_missing(
-    writer: FeedWriter, mapped: set[Key], run_id: int, batch_size: int
-) -> dict[Key, int]:
-    """Make inactive the feed's records this full load no longer lists; their new versions."""
-    missing = [
-        key
-        for key, inactive in writer.feed_keys(HSDS_TYPES).items()
-        if not inactive and key not in mapped
-    ]
-    changed: dict[Key, int] = {}
-    for chunk in chunked(sorted(missing), batch_size):
+    writer: FeedWriter, missing: Sequence[Key], feed: str, run_id: int, batch_size: int
+) -> tuple[int, list[str]]:
+    """Make inactive the feed's records this full load no longer lists: how many changed,
+    and the Provenance written with them."""
+    count = 0
+    ids: list[str] = []
+    for chunk in chunked(missing, batch_size):
         with writer.transaction():
+            writer.lock_resources(chunk)
             states = writer.states(chunk)
             bodies = writer.bodies(chunk)
             pending = [
@@ -262,25 +278,17 @@ def _inactivate_missing(
                 if key in bodies
             ]
             written = writer.write(pending, run_id)
-        changed.update((k, written.versions[k]) for k in written.changed)
-    return changed
+            ids += _write_provenance(writer, feed, run_id, written)
+        count += len(written.changed)
+    return count, ids
 
 
-def _write_provenance(
-    writer: FeedWriter, feed: str, run_id: int, changed: dict[Key, int]
-) -> list[str]:
-    """One Provenance per PROVENANCE_TARGETS versions written; their ids."""
-    if not changed:
+def _write_provenance(writer: FeedWriter, feed: str, run_id: int, written: Written) -> list[str]:
+    """The Provenance of what one batch changed, in its transaction; its id, if any."""
+    if not written.changed:
         return []
-    targets = [f"{t}/{i}/_history/{v}" for (t, i), v in sorted(changed.items())]
-    recorded = now_millis()
-    ids = []
-    with writer.transaction():
-        pending = []
-        for number, part in enumerate(chunked(targets, PROVENANCE_TARGETS), start=1):
-            body = provenance(f"hsds:{feed}", run_id, "HSDS", list(part), recorded)
-            body["id"] = f"feed-run-{run_id}-{number}"
-            pending.append(Pending(body, ""))
-            ids.append(f"Provenance/{body['id']}")
-        writer.write(pending, run_id, remember=False)
-    return ids
+    targets = [f"{t}/{i}/_history/{written.versions[(t, i)]}" for t, i in written.changed]
+    body = provenance(f"hsds:{feed}", run_id, "HSDS", targets, now_millis())
+    body["id"] = f"feed-run-{run_id}-{uuid.uuid4().hex[:12]}"
+    writer.write([Pending(body, "")], run_id, remember=False)
+    return [f"Provenance/{body['id']}"]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,6 +122,7 @@ class SnapshotSummary:
     applied: int = 0
     stale: int = 0
     ended_persons: int = 0
+    newer: int = 0  # not listed, but updated since the snapshot's date: not ended
     merges: int = 0
     created: int = 0
     updated: int = 0
@@ -197,12 +199,11 @@ class _Work:
         if key in self.pending:
             return self.pending[key].body
         if key not in self.stored:
-            state = self.state(key)
-            if state.version is None or state.deleted:
-                self.stored[key] = None
-            else:
-                self.stored.update(self.writer.bodies([key]))
-                self.stored.setdefault(key, None)
+            # Under the resource's lock, whatever the prefetch saw: another applier (or a REST
+            # update) may have written it since, and its write must not be lost.
+            self.writer.lock_resources([key])
+            self.stored.update(self.writer.bodies([key]))
+            self.stored.setdefault(key, None)
         return self.stored[key]
 
     def put(self, body: dict[str, Any], content_hash: str, *, remember: bool = True) -> None:
@@ -235,7 +236,7 @@ class IeesApplier:
         self.writer = open_writer(conninfo, FEED, conformance, durable=True)
         self.run_id: int | None = None
         self._provenances = 0
-        self._replay = False
+        self._forgotten_at = 0.0
         self.provenance: list[str] = []  # the Provenances written, in order
 
     def close(self) -> None:
@@ -248,28 +249,53 @@ class IeesApplier:
 
     # -- HL7 v2 --------------------------------------------------------------------------------
 
-    def apply_messages(self, payloads: Sequence[bytes], *, replay: bool = False) -> list[Reply]:
+    def apply_messages(self, payloads: Sequence[bytes]) -> list[Reply]:
         """One Reply per payload (the bytes inside the MLLP frame), in order.
 
-        ``replay``: dead letters applied again; their stored ACK is no duplicate's answer,
-        and the new ACK replaces it."""
+        A batch that fails is applied again message by message; a message that fails alone
+        (the database, or a fault of ours) is dead-lettered and answered AE 207, so one bad
+        message never stops the feed."""
         messages = [_prepare(payload) for payload in payloads]
-        self._replay = replay
-        try:
-            return self._in_transaction(messages)
-        except psycopg.Error as exc:
-            if len(messages) == 1:
-                return [self._failed(messages[0], exc)]
-            log.warning(
-                "a batch of %d IEES messages failed; applying them one by one", len(messages)
-            )
+        self._forget_old_acks()
+        failure = self._attempt(messages)
+        if isinstance(failure, list):
+            return failure
+        if self.writer.lost_connection():
+            # The server dropped the connection (a restart, a failover): the next
+            # transaction reconnects; the whole batch once more.
+            log.warning("the IEES feed's database connection was lost; reconnecting")
+            failure = self._attempt(messages)
+            if isinstance(failure, list):
+                return failure
+        if len(messages) == 1:
+            return [self._failed(messages[0], failure)]
+        log.warning("a batch of %d IEES messages failed; applying them one by one", len(messages))
         replies = []
         for message in messages:
             try:
                 replies.extend(self._in_transaction([message]))
-            except psycopg.Error as exc:
+            except Exception as exc:
                 replies.append(self._failed(message, exc))
         return replies
+
+    def _attempt(self, messages: list[_Message]) -> list[Reply] | Exception:
+        """The replies, or what failed (the database, or a fault of ours)."""
+        try:
+            return self._in_transaction(messages)
+        except Exception as exc:
+            return exc
+
+    def _forget_old_acks(self) -> None:
+        """Duplicate keys are kept 30 days (rule 2); older ones go, once an hour."""
+        now = time.monotonic()
+        if now - self._forgotten_at < 3600:
+            return
+        self._forgotten_at = now
+        try:
+            with self.writer.transaction():
+                self.writer.forget_acks()
+        except psycopg.Error:
+            log.warning("old IEES duplicate keys could not be removed; will try again")
 
     def _in_transaction(self, messages: list[_Message]) -> list[Reply]:
         self._run()
@@ -312,7 +338,7 @@ class IeesApplier:
         replies: list[Reply] = []
         for message in messages:
             key = message.duplicate_key
-            if key is not None and key in stored_acks and not self._replay:
+            if key is not None and key in stored_acks:
                 replies.append(
                     Reply(_with_notice(stored_acks[key]), _code(stored_acks[key]), False)
                 )
@@ -326,7 +352,7 @@ class IeesApplier:
             replies.append(reply)
         self._flush(work)
         writer.save_persons(changed_persons)
-        writer.remember_acks(new_acks, replace=self._replay)
+        writer.remember_acks(new_acks)
         return replies
 
     def _one(
@@ -347,6 +373,18 @@ class IeesApplier:
             return Reply(
                 ack(parsed, "AA", [stale_warning(parsed, state.event_time_text)]), "AA", False
             )
+        if mapped.merge is None and _retired(work.current(("Patient", mapped.patient_id))):
+            # Merged into another IndividualID (rule 6): a late message for the retired one
+            # must not bring it back. Refused, kept, and the sender told which key is gone.
+            detail = ErrorDetail(
+                "PID^1^3^1",
+                204,
+                "E",
+                "RETIRED-ID",
+                "IndividualID was merged into another; send updates for the survivor",
+            )
+            self.writer.dead_letter("hl7v2", message.payload, "retired IndividualID (204)", "AE")
+            return Reply(ack(parsed, "AE", [detail]), "AE", False)
         mark = work.mark()
         try:
             notices = self._apply(mapped, parsed.event_time_text, work, persons, changed)
@@ -380,19 +418,32 @@ class IeesApplier:
         writer = self.writer
         summary = SnapshotSummary(persons=len(snapshot.persons))
         listed = {m.patient_id for m in snapshot.persons}
+        known = writer.all_persons()
+        states = writer.persons(known)
+        newer = {
+            p for p, state in states.items() if state.event_time.date() > snapshot.snapshot_date
+        }
         absent: list[str] = []
         if snapshot.mode == "full":
-            known = writer.all_persons()
-            absent = sorted(set(known) - listed)
-            states = writer.persons(known) if absent else {}
-            active = sum(len(s.programs) for s in states.values())
-            ending = sum(len(states[p].programs) for p in absent if p in states)
-            if active and ending / active > max_ended and not force:
-                raise SnapshotRefused(
-                    f"the snapshot would end {ending} of {active} enrollments"
-                    f" ({ending / active:.0%}, more than {max_ended:.0%}): check the file,"
-                    " or load it with --force"
-                )
+            # Rule 3 holds for files too: a person updated since the snapshot's date is not
+            # ended by it (the file was cut before, or arrived late).
+            absent = sorted(set(known) - listed - newer)
+            summary.newer = len(set(known) - listed) - len(absent)
+        # The safety valve counts every enrollment the file would end: those of the people it
+        # does not list, and those its people no longer list (a truncated eligibility.csv).
+        active = sum(len(state.programs) for state in states.values())
+        ending = sum(len(states[p].programs) for p in absent if p in states)
+        for mapped in snapshot.persons:
+            state = states.get(mapped.patient_id)
+            if state is not None and mapped.current_program_ids is not None:
+                if mapped.event_time >= state.event_time:
+                    ending += len(set(state.programs) - mapped.current_program_ids)
+        if active and ending / active > max_ended and not force:
+            raise SnapshotRefused(
+                f"the snapshot would end {ending} of {active} enrollments"
+                f" ({ending / active:.0%}, more than {max_ended:.0%}): check the file,"
+                " or load it with --force"
+            )
         self._run()
         for chunk in chunked(snapshot.persons, batch_size):
             with writer.transaction():
@@ -405,6 +456,11 @@ class IeesApplier:
                     state = persons.get(mapped.patient_id)
                     if state is not None and mapped.event_time < state.event_time:
                         summary.stale += 1
+                        continue
+                    if _retired(work.current(("Patient", mapped.patient_id))):
+                        summary.rejected += 1
+                        reason = "retired IndividualID (merged into another)"
+                        summary.reasons[reason] = summary.reasons.get(reason, 0) + 1
                         continue
                     mark = work.mark()
                     try:
@@ -577,10 +633,7 @@ class IeesApplier:
         survivor_id = survivor["id"]
         retired_id = patient_id(retired_individual_id)
         retired = work.current(("Patient", retired_id))
-        if retired is None or (
-            retired.get("active") is False
-            and any(link.get("type") == "replaced-by" for link in retired.get("link", []))
-        ):
+        if retired is None or _retired(retired):
             # 6(c) and 6(d): nothing to merge (or merged already); the survivor as stated.
             work.put(survivor, survivor_hash)
             if retired is None:
@@ -624,6 +677,15 @@ class IeesApplier:
             self.writer.write([Pending(body, "")], run_id, remember=False)
             self.provenance.append(f"Provenance/{body['id']}")
         return written
+
+
+def _retired(patient: dict[str, Any] | None) -> bool:
+    """A Patient a merge retired: inactive and ``replaced-by`` another."""
+    return bool(
+        patient
+        and patient.get("active") is False
+        and any(link.get("type") == "replaced-by" for link in patient.get("link", []))
+    )
 
 
 def _count(summary: SnapshotSummary, written: Written | None) -> None:

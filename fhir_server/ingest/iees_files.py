@@ -39,23 +39,39 @@ class IeesFileError(RuntimeError):
 
 
 def split_messages(data: bytes) -> list[bytes]:
-    """The messages of an HL7 file: its MLLP frames, or its MSH-started messages."""
+    """The messages of an HL7 file: its MLLP frames, or its MSH-started messages.
+
+    Nothing is dropped: a byte-order mark and blank space around messages are padding, and
+    any other bytes before the first message (or outside the frames) come back as a message
+    of their own, which is then answered AR and kept as a dead letter."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
     if b"\x0b" in data:
         out = []
-        for part in data.split(b"\x0b")[1:]:
-            payload = part.split(b"\x1c", 1)[0]
+        before, *frames = data.split(b"\x0b")
+        if before.strip():
+            out.append(before.strip())
+        for part in frames:
+            payload, _, after = part.partition(b"\x1c")
             if payload.strip():
                 out.append(payload)
+            if after.strip():
+                out.append(after.strip())
         return out
-    starts = [
-        m.end() if data[m.start() : m.start() + 1] in (b"\r", b"\n") else m.start()
-        for m in _MSH.finditer(data)
-    ]
-    if not starts:
-        return [data] if data.strip() else []
-    starts = sorted(set(starts))
+    starts = sorted(
+        {
+            m.end() if data[m.start() : m.start() + 1] in (b"\r", b"\n") else m.start()
+            for m in _MSH.finditer(data)
+        }
+    )
+    if not starts or starts[0] != 0:
+        starts.insert(0, 0)
     ends = [*starts[1:], len(data)]
-    return [data[a:b] for a, b in zip(starts, ends, strict=True) if data[a:b].strip()]
+    return [
+        data[a:b].lstrip(b" \t\r\n\x00") if a == 0 else data[a:b]
+        for a, b in zip(starts, ends, strict=True)
+        if data[a:b].strip(b" \t\r\n\x00")
+    ]
 
 
 @dataclass
@@ -208,7 +224,7 @@ def replay_dead_letters(
                 if letter.kind != "hl7v2":
                     summary.skipped[letter.kind] += 1
                     continue
-                (reply,) = applier.apply_messages([letter.payload], replay=True)
+                (reply,) = applier.apply_messages([letter.payload])
                 with writer.transaction():
                     writer.mark_replayed(letter.id, reply.code)
                 summary.replayed += 1

@@ -168,11 +168,20 @@ class FeedWriter:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One transaction; ``durable`` (the default) commits synchronously, as an ACK needs."""
+        """One transaction; ``durable`` (the default) commits synchronously, as an ACK needs.
+
+        A connection the server dropped (a restart, a failover) is replaced first.
+        """
+        if self._bulk._conn is not None and self._bulk._conn.closed:
+            self._bulk.close()
         with self.conn.transaction():
             if self._durable:
                 self.conn.execute("SET LOCAL synchronous_commit = on")
             yield
+
+    def lost_connection(self) -> bool:
+        """Whether the connection is gone (the next transaction opens a new one)."""
+        return self._bulk._conn is not None and self._bulk._conn.closed
 
     def finish(self) -> None:
         """Make every commit so far durable (asynchronous ones included)."""
@@ -186,6 +195,17 @@ class FeedWriter:
             "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (f"feed:{self.feed}",)
         ).fetchone()
         return bool(row and row[0])
+
+    def lock_resources(self, keys: Iterable[Key]) -> None:
+        """The per-resource locks an update takes (``Repository.update``, ``BulkWriter``),
+        in one order: what is read under them cannot change before this transaction writes."""
+        ordered = sorted(set(keys))
+        if ordered:
+            self.conn.execute(
+                "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
+                " FROM unnest(%s::text[]) AS k",
+                ([f"{t}/{i}" for t, i in ordered],),
+            )
 
     def lock_keys(self, keys: Iterable[str]) -> None:
         """Transaction locks on ``keys`` (say, Patient ids), in one order: no deadlock."""

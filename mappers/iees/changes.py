@@ -61,7 +61,7 @@ def end_member(group: dict[str, Any], reference: str, end: dt.date) -> dict[str,
             if not period.get("end") or period["end"][:10] > end.isoformat():
                 period["end"] = end.isoformat()
             if period.get("start") and period["start"][:10] > period["end"][:10]:
-                period["start"] = period["end"]
+                period["end"] = period["start"][:10]  # never ended before it began
             member = {**member, "period": period, "inactive": True}
             changed = True
         members.append(member)
@@ -83,7 +83,7 @@ def end_program(body: dict[str, Any], end: dt.date) -> dict[str, Any] | None:
         if not period.get("end") or period["end"][:10] > text:
             period["end"] = text
         if period.get("start") and period["start"][:10] > period["end"][:10]:
-            period["start"] = period["end"]
+            period["end"] = period["start"][:10]  # never ended before it began
         return {**body, "status": "cancelled", "period": period}
     period = dict(body.get("effectivePeriod") or {})
     coding = (body.get("valueCodeableConcept") or {}).get("coding") or [{}]
@@ -92,7 +92,7 @@ def end_program(body: dict[str, Any], end: dt.date) -> dict[str, Any] | None:
     if not period.get("end") or period["end"][:10] > text:
         period["end"] = text
     if period.get("start") and period["start"][:10] > period["end"][:10]:
-        period["start"] = period["end"]
+        period["end"] = period["start"][:10]  # never ended before it began
     value = {
         "coding": [{"system": _SDOHCC_CODES, "code": "not-enrolled", "display": "Not Enrolled"}]
     }
@@ -108,7 +108,7 @@ def end_related_person(body: dict[str, Any], end: dt.date) -> dict[str, Any] | N
     if not period.get("end") or period["end"][:10] > end.isoformat():
         period["end"] = end.isoformat()
     if period.get("start") and period["start"][:10] > period["end"][:10]:
-        period["start"] = period["end"]
+        period["end"] = period["start"][:10]  # never ended before it began
     return {**body, "active": False, "period": period}
 
 
