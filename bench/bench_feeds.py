@@ -474,10 +474,10 @@ def _profile_apply(pipeline: IeesPipeline, profiler: cProfile.Profile) -> None:
     assert applier is not None
     apply = applier.apply_messages
 
-    def profiled(payloads: Sequence[bytes], *, replay: bool = False) -> Any:
+    def profiled(payloads: Sequence[bytes]) -> Any:
         profiler.enable()
         try:
-            return apply(payloads, replay=replay)
+            return apply(payloads)
         finally:
             profiler.disable()
 

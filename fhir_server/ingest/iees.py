@@ -217,6 +217,16 @@ class _Work:
         self._undo.append((key, self.pending.get(key)))
         self.pending[key] = Pending(body, content_hash, remember=remember)
 
+    def preload(self, keys: Sequence[Key]) -> None:
+        """Lock and read ``keys`` now, in one order, two round trips for all of them."""
+        wanted = sorted({k for k in keys if k not in self.stored and k not in self.pending})
+        if not wanted:
+            return
+        self.writer.lock_resources(wanted)
+        self.stored.update(self.writer.bodies(wanted))
+        for key in wanted:
+            self.stored.setdefault(key, None)
+
     def mark(self) -> int:
         return len(self._undo)
 
@@ -333,6 +343,13 @@ class IeesApplier:
         persons = writer.persons(sorted(people))
         work = _Work(writer)
         work.prefetch((r["resourceType"], r["id"]) for m in mapped for r in m.resources)
+        # What the messages will read and change in place, read once under its locks: the
+        # people (a merge, a retired record) and their households.
+        work.preload(
+            [("Patient", p) for p in people]
+            + [("Group", g.group_id) for m in mapped for g in m.memberships]
+            + [("Group", g) for p in persons.values() for g in p.groups]
+        )
         changed_persons: dict[str, PersonState] = {}
         new_acks: list[tuple[tuple[str, str, str], bytes]] = []
         replies: list[Reply] = []
@@ -668,14 +685,18 @@ class IeesApplier:
         if not work.pending:
             return None
         run_id = self._run()
-        written = self.writer.write(list(work.pending.values()), run_id, checked=True)
-        if written.changed:
-            targets = [f"{t}/{i}/_history/{written.versions[(t, i)]}" for t, i in written.changed]
+        self._provenances += 1
+        provenance_id = f"feed-{FEED}-{run_id}-{self._provenances}"
+
+        def trace(targets: list[str]) -> dict[str, Any]:
             body = provenance(FEED, run_id, "IEES", targets, now_millis())
-            self._provenances += 1
-            body["id"] = f"feed-{FEED}-{run_id}-{self._provenances}"
-            self.writer.write([Pending(body, "")], run_id, remember=False)
-            self.provenance.append(f"Provenance/{body['id']}")
+            return {**body, "id": provenance_id}
+
+        written = self.writer.write(
+            list(work.pending.values()), run_id, checked=True, provenance=trace
+        )
+        if written.changed:
+            self.provenance.append(f"Provenance/{provenance_id}")
         return written
 
 

@@ -63,6 +63,9 @@ __all__ = [
     "canonical_resource",
     "check_resource",
     "format_instant",
+    "INSERT_STATEMENT",
+    "UPDATE_STATEMENT",
+    "index_params",
     "index_rows",
     "now_millis",
 ]
@@ -780,25 +783,37 @@ class Repository:
         return WriteOutcome(stored, created=True)
 
     def _index_params(self, resource_type: str, id: str, body: dict[str, Any]) -> dict[str, Any]:
-        """The parameters the write statements turn into index rows and compartment members."""
-        index = self.indexer.extract(resource_type, body)
-        rows = {
-            field: [
-                [row.param, *(_json_value(_bounded(getattr(row, c))) for c in columns)]
-                for row in getattr(index, field)
-            ]
-            for field, (_, columns) in INDEX_LAYOUT.items()
-        }
-        patients = patient_compartment_ids(
-            resource_type, id, index.references, self.indexer.compartment_params(resource_type)
-        )
-        narrative, content = extract_text(body)
-        return {
-            "rows": orjson.dumps(rows).decode(),
-            "patients": sorted(patients),
-            "narrative": narrative,
-            "content": content,
-        }
+        return index_params(self.indexer, resource_type, id, body)
+
+
+def index_params(
+    indexer: Indexer, resource_type: str, id: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """The parameters the write statements (``INSERT_STATEMENT``, ``UPDATE_STATEMENT``) turn
+    into index rows and compartment members."""
+    index = indexer.extract(resource_type, body)
+    rows = {
+        field: [
+            [row.param, *(_json_value(_bounded(getattr(row, c))) for c in columns)]
+            for row in getattr(index, field)
+        ]
+        for field, (_, columns) in INDEX_LAYOUT.items()
+    }
+    patients = patient_compartment_ids(
+        resource_type, id, index.references, indexer.compartment_params(resource_type)
+    )
+    narrative, content = extract_text(body)
+    return {
+        "rows": orjson.dumps(rows).decode(),
+        "patients": sorted(patients),
+        "narrative": narrative,
+        "content": content,
+    }
+
+
+# For writers outside the repository (the feeds): a create, and an update, each one statement.
+INSERT_STATEMENT = _INSERT
+UPDATE_STATEMENT = _UPDATE
 
 
 def _json_value(value: Any) -> Any:
