@@ -181,6 +181,7 @@ def load_mapping(
     try:
         if not writer.try_lock_feed():
             raise FeedError(f"another load of the HSDS feed {result.feed!r} is running")
+        writer.analyze()
         mapped = {(item.resource_type, item.id) for item in result.resources}
         active = [key for key, inactive in writer.feed_keys(HSDS_TYPES).items() if not inactive]
         missing = [key for key in active if key not in mapped] if full else []
@@ -209,6 +210,8 @@ def load_mapping(
                 writer, sorted(missing), result.feed, run_id, batch_size
             )
             summary.provenance += ids
+        if summary.created + summary.inactivated > 1000:
+            writer.analyze()  # for the next load, and the IEES feed's lookups
         summary.seconds = time.monotonic() - started
         writer.finish_run(run_id, summary.as_dict(), ",".join(summary.provenance) or None)
         writer.finish()
