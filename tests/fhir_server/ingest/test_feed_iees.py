@@ -236,9 +236,10 @@ def test_snapshots_ndjson_and_csv_agree(clean_database: str) -> None:
         applier.close()
     assert (summary.persons, summary.applied, summary.merges) == (5, 5, 1)
     with psycopg.connect(url) as conn:
-        stored = dict(
+        stored: dict[str, str] = dict(
             conn.execute(
-                "SELECT resource_type || '/' || id, body FROM resource WHERE resource_type <> 'Provenance'"
+                "SELECT resource_type || '/' || id, body FROM resource"
+                " WHERE resource_type <> 'Provenance'"
             ).fetchall()
         )
     assert f"Patient/{P[1]}" in stored

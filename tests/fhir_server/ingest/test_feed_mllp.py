@@ -65,7 +65,8 @@ def listener(clean_database: str) -> Iterator[int]:
                 break
             except OSError:
                 if process.poll() is not None:
-                    raise AssertionError(process.stderr.read().decode() if process.stderr else "")
+                    log = process.stderr.read().decode() if process.stderr else ""
+                    raise AssertionError(log) from None
                 time.sleep(0.1)
         yield port
     finally:
@@ -116,7 +117,7 @@ async def test_malformed_input_never_costs_the_next_message_its_ack(
     await writer.wait_closed()
     await asyncio.sleep(0.5)
     with psycopg.connect(libpq_url(clean_database)) as conn:
-        kinds = dict(
+        kinds: dict[str, int] = dict(
             conn.execute("SELECT kind, count(*) FROM feed_dead_letter GROUP BY kind").fetchall()
         )
     assert kinds["mllp-garbage"] >= 2  # before the first frame, and the abandoned one
