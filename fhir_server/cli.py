@@ -161,19 +161,11 @@ def load_ndjson_command(
     Exit status: 0 all loaded, 1 some lines refused, 2 the load failed.
     """
     from fhir_server.api.errors import operation_outcome
-    from fhir_server.conformance import Conformance, parse_required_profiles
     from fhir_server.ingest.ndjson import LoadError, Progress, RefusedLine, load_ndjson
     from fhir_server.storage.database import libpq_url
 
     settings = Settings()
-    try:
-        conformance = Conformance.bundled(
-            unknown_profiles=settings.unknown_profiles,
-            required=parse_required_profiles(settings.required_profiles),
-        )
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    conformance = _conformance(settings)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     if errors is None:
         first = paths[0] if paths else Path(".")
@@ -540,18 +532,10 @@ def profiles_install(
     SearchParameters into the database, as PUTs of their own ids (installing again changes
     nothing). A running server picks them up within seconds. Exit status: 0 installed, 2 not
     (nothing is stored when one resource cannot be)."""
-    from fhir_server.conformance import Conformance, parse_required_profiles
     from fhir_server.ingest.packages import PackageError, install_package
 
     settings = Settings()
-    try:
-        conformance = Conformance.bundled(
-            unknown_profiles=settings.unknown_profiles,
-            required=parse_required_profiles(settings.required_profiles),
-        )
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    conformance = _conformance(settings)
     url, embedded = _database(settings, data_dir)
     try:
         upgrade(url)

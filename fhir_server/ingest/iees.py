@@ -53,7 +53,7 @@ from fhir_server.storage.feeds import (
     Written,
     chunked,
 )
-from fhir_server.storage.repository import now_millis
+from fhir_server.storage.repository import now_millis, same_content
 from mappers.iees import (
     ErrorDetail,
     InvalidMessage,
@@ -136,17 +136,6 @@ def content_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def _content(body: dict[str, Any]) -> dict[str, Any]:
-    """What decides whether a write changes anything: all but id and the server's meta."""
-    meta = {
-        k: v for k, v in (body.get("meta") or {}).items() if k not in {"versionId", "lastUpdated"}
-    }
-    rest = {k: v for k, v in body.items() if k not in {"id", "meta"}}
-    if meta:
-        rest["meta"] = meta
-    return rest
-
-
 @dataclass
 class _Message:
     payload: bytes
@@ -209,7 +198,7 @@ class _Work:
     def put(self, body: dict[str, Any], content_hash: str, *, remember: bool = True) -> None:
         key = (body["resourceType"], body["id"])
         stored = self.current(key)
-        if stored is not None and _content(stored) == _content(body):
+        if stored is not None and same_content(stored, body):
             return
         issues = self.writer.check(body)
         if issues:

@@ -36,6 +36,7 @@ from fhir_server.storage.repository import (
     check_resource,
     index_params,
     now_millis,
+    same_content,
 )
 
 __all__ = [
@@ -131,23 +132,6 @@ _REMEMBER = (
 )
 # Up to this many resources, a write is statements, not the bulk path (see _write_statements).
 SMALL_WRITE = 300
-
-
-def _same(stored: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Whether writing ``new`` over ``stored`` changes nothing (as ``Repository.update``)."""
-
-    def content(body: dict[str, Any]) -> dict[str, Any]:
-        meta = {
-            k: v
-            for k, v in (body.get("meta") or {}).items()
-            if k not in {"versionId", "lastUpdated"}
-        }
-        rest = {k: v for k, v in body.items() if k not in {"id", "meta"}}
-        if meta:
-            rest["meta"] = meta
-        return rest
-
-    return content(stored) == content(new)
 
 
 _RESERVE = (
@@ -372,7 +356,11 @@ class FeedWriter:
         for item in valid:
             resource_type, id = item.key
             found = current.get(item.key)
-            if found is not None and not found[2] and _same(orjson.loads(found[3]), item.body):
+            if (
+                found is not None
+                and not found[2]
+                and same_content(orjson.loads(found[3]), item.body)
+            ):
                 versions[item.key] = found[1]
                 unchanged += 1
                 continue

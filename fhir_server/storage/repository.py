@@ -68,6 +68,7 @@ __all__ = [
     "index_params",
     "index_rows",
     "now_millis",
+    "same_content",
 ]
 
 
@@ -168,6 +169,11 @@ def canonical_resource(
         if key not in out:
             out[key] = value
     return out
+
+
+def same_content(stored: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether writing ``new`` over ``stored`` changes nothing (no new version)."""
+    return _content(stored) == _content(new)
 
 
 def _content(body: dict[str, Any]) -> dict[str, Any]:
