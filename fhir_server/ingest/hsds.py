@@ -59,7 +59,6 @@ PARTNER_TAG = {
     "display": "KY Partner",
 }
 HSDS_TYPES = ("Organization", "Location", "HealthcareService")
-PROVENANCE_TARGETS = 1000  # targets per Provenance: a large first load writes several
 
 
 class FeedError(RuntimeError):
