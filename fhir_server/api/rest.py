@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -821,16 +822,16 @@ def searchset(
     if page.total is not None:
         head["total"] = page.total
     head["link"] = links
-    point = _distance_point(search)
+    near = _distance_point(search)
     entries = [
         b'{"fullUrl":'
         + orjson.dumps(f"{base}/{search.resource_type}/{stored.id}")
         + b',"resource":'
         + _shaped(search, stored.body or b"{}")
         + b',"search":{"mode":"match"'
-        + (_distance_extension(point, stored.body) if point is not None else b"")
+        + (_distance_extension(near, stored.body, page, i) if near is not None else b"")
         + b"}}"
-        for stored in page.resources
+        for i, stored in enumerate(page.resources)
     ]
     if included is not None:
         entries += [
@@ -862,29 +863,39 @@ _UNIT_NAMES = {"km": "km", "m": "m", "[mi_i]": "mi"}
 _KM_PER_UNIT = {"km": 1.0, "m": 0.001, "[mi_i]": 1.609344}
 
 
-def _distance_point(search: SearchRequest) -> NearValue | None:
-    """Where a near search on the resources' own position measures from, else None.
+def _distance_point(search: SearchRequest) -> tuple[int, NearValue] | None:
+    """The sort key (its position) and point a near search measures from, else None.
 
-    Through a chain (``HealthcareService?location.near``) the distance is that of a Location
-    the page does not hold, so those matches carry no extension.
+    Directly (``Location?near``) the distance is the resource's own; through a chain
+    (``HealthcareService?location.near``) it is that of its nearest matching Location, as
+    the search sorted by it.
     """
-    for key in search.sort:
-        if key.kind == "near" and not key.via:
-            return key.point
+    for position, key in enumerate(search.sort):
+        if key.kind == "near" and key.point is not None:
+            return position, key.point
     return None
 
 
-def _distance_extension(point: NearValue, body: bytes | None) -> bytes:
+def _distance_extension(
+    near: tuple[int, NearValue], body: bytes | None, page: SearchPage, row: int
+) -> bytes:
     """``,"extension":[location-distance]`` for Bundle.entry.search, in the unit the near asked.
 
-    http://hl7.org/fhir/R4/extension-location-distance.html; empty when the resource has no
-    position.
+    http://hl7.org/fhir/R4/extension-location-distance.html; empty when there is no distance
+    (a resource without a position).
     """
-    position = orjson.loads(body or b"{}").get("position") or {}
-    latitude, longitude = position.get("latitude"), position.get("longitude")
-    if not isinstance(latitude, int | float) or not isinstance(longitude, int | float):
-        return b""
-    value = great_circle_km(point, latitude, longitude) / _KM_PER_UNIT.get(point.unit, 1.0)
+    position, point = near
+    km: float | None = None
+    if row < len(page.sort_values) and position < len(page.sort_values[row]):
+        value = page.sort_values[row][position]
+        km = float(value) if isinstance(value, int | float | Decimal) else None
+    if km is None:
+        found = orjson.loads(body or b"{}").get("position") or {}
+        latitude, longitude = found.get("latitude"), found.get("longitude")
+        if not isinstance(latitude, int | float) or not isinstance(longitude, int | float):
+            return b""
+        km = great_circle_km(point, latitude, longitude)
+    value = km / _KM_PER_UNIT.get(point.unit, 1.0)
     distance = {
         "value": round(value, 3),
         "unit": _UNIT_NAMES.get(point.unit, point.unit),

@@ -101,6 +101,8 @@ class SearchPage:
     next_cursor: Cursor | None
     previous_cursor: Cursor | None
     total: int | None
+    # Each resource's values of the request's sort keys (a near key's: the distance in km).
+    sort_values: tuple[tuple[Any, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,7 +469,8 @@ class Repository:
                 next_cursor = position(rows[-1], False)
             if (cursor is not None and not backwards) or (backwards and more):
                 previous_cursor = position(rows[0], True)
-        return SearchPage(found, next_cursor, previous_cursor, total)
+        values = tuple(tuple(row[5 : 5 + arity]) for row in rows)
+        return SearchPage(found, next_cursor, previous_cursor, total, values)
 
     async def _total(self, request: SearchRequest) -> int | None:
         if request.total == "accurate" or request.summary == "count":

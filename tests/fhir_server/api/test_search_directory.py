@@ -193,6 +193,15 @@ async def test_chained_near_is_nearest_first(client: httpx.AsyncClient) -> None:
     bundle = await _search(client, f"/HealthcareService?location.near={lat}|{lon}|10|mi")
     # 10 miles is 16 km: "far" (30 km) is out, "closed" is inactive.
     assert _ids(bundle) == ["pantry", "shelter", "open"]
+    # Each match carries the distance of its nearest Location, in the unit asked.
+    distances = [
+        e["search"]["extension"][0]["valueDistance"]
+        for e in bundle["entry"]
+        if e["search"]["mode"] == "match"
+    ]
+    assert all(d["code"] == "[mi_i]" for d in distances)
+    for distance, km in zip(distances, (1.0, 3.0, 6.0), strict=True):
+        assert abs(distance["value"] - km / 1.609344) < 0.01
     paged = await _all_pages(client, f"/HealthcareService?location.near={lat}|{lon}|50|km&_count=1")
     assert paged == ["pantry", "shelter", "open", "far"]
     farthest = await _all_pages(
