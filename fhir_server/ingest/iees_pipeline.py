@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from fhir_server.conformance import Conformance
-from fhir_server.ingest.iees import FEED, FeedUnavailable, IeesApplier
+from fhir_server.ingest.iees import FeedUnavailable, IeesApplier
 from fhir_server.storage.feeds import FeedWriter
 
 __all__ = ["IeesPipeline"]
@@ -151,7 +151,3 @@ class IeesPipeline:
         for item, reply in zip(batch, replies, strict=True):
             if not item.reply.done():
                 item.reply.set_result(reply.ack)
-
-    @property
-    def feed(self) -> str:
-        return FEED
