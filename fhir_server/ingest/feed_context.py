@@ -4,19 +4,21 @@ feed resources are indexed and validated as a REST write would index and validat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from fhir_server.conformance import Conformance
+from fhir_server.core.errors import Issue
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.storage.conformance import load_definitions_sync as load_conformance_sync
 from fhir_server.storage.feeds import FeedWriter
 from fhir_server.storage.repository import Indexer, format_instant
 from fhir_server.storage.search_parameters import build_registry, load_definitions_sync
 
-__all__ = ["open_writer", "provenance"]
+__all__ = ["open_writer", "provenance", "refusal_reason"]
 
 
 def open_writer(
@@ -83,3 +85,13 @@ def provenance(
             }
         ],
     }
+
+
+def refusal_reason(resource_type: str, issues: Sequence[Issue]) -> str:
+    """Why the server refused a feed's resource, with no values (summaries, ACKs, dead
+    letters): the type, the first issue's code and where it is."""
+    if not issues:
+        return f"{resource_type}: refused"
+    first = issues[0]
+    where = first.expression[0] if first.expression else resource_type
+    return f"{resource_type}: {first.code} at {where}"

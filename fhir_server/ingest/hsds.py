@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_server.conformance import Conformance
-from fhir_server.ingest.feed_context import open_writer, provenance
+from fhir_server.ingest.feed_context import open_writer, provenance, refusal_reason
 from fhir_server.storage.feeds import FeedWriter, Key, Pending, Written, chunked
 from fhir_server.storage.repository import now_millis
 from mappers.hsds import Feed, InvalidHsds, MappedResource, MappingResult, map_directory
@@ -94,7 +94,7 @@ class FeedSummary:
         self.unchanged += written.counts.unchanged
         self.rejected += len(written.refused)
         for refused in written.refused:
-            self.reasons[_reason(refused.key[0], refused.issues)] += 1
+            self.reasons[refusal_reason(refused.key[0], refused.issues)] += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -110,15 +110,6 @@ class FeedSummary:
             "run": self.run_id,
             "provenance": self.provenance,
         }
-
-
-def _reason(resource_type: str, issues: Sequence[Any]) -> str:
-    """A refusal's reason with no values: the type, the issue code and the first location."""
-    first = issues[0] if issues else None
-    if first is None:
-        return f"{resource_type}: refused"
-    where = first.expression[0] if getattr(first, "expression", None) else resource_type
-    return f"{resource_type}: {first.code} at {where}"
 
 
 def load_hsds(

@@ -31,19 +31,17 @@ versions written.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import psycopg
 
 from fhir_server.conformance import Conformance
 from fhir_server.core.errors import Issue
-from fhir_server.ingest.feed_context import open_writer, provenance
+from fhir_server.ingest.feed_context import open_writer, provenance, refusal_reason
 from fhir_server.storage.feeds import (
     FeedWriter,
     ItemState,
@@ -54,6 +52,7 @@ from fhir_server.storage.feeds import (
     chunked,
 )
 from fhir_server.storage.repository import now_millis, same_content
+from mappers.hsds.result import content_hash
 from mappers.iees import (
     ErrorDetail,
     InvalidMessage,
@@ -130,10 +129,6 @@ class SnapshotSummary:
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     provenance: list[str] = field(default_factory=list)
-
-
-def content_hash(body: dict[str, Any]) -> str:
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @dataclass
@@ -400,7 +395,7 @@ class IeesApplier:
                 "MSH^1",
                 207,
                 "E",
-                diagnostic=f"{refused.key[0]} refused: {_issue_text(refused.issues)}",
+                diagnostic=refusal_reason(refused.key[0], refused.issues),
             )
             self.writer.dead_letter("hl7v2", message.payload, f"{refused.key[0]} refused", "AE")
             return Reply(ack(parsed, "AE", [detail]), "AE", False)
@@ -474,7 +469,7 @@ class IeesApplier:
                     except _Refused as refused:
                         work.rollback(mark)
                         summary.rejected += 1
-                        reason = f"{refused.key[0]}: {_issue_text(refused.issues)}"
+                        reason = refusal_reason(refused.key[0], refused.issues)
                         summary.reasons[reason] = summary.reasons.get(reason, 0) + 1
                         continue
                     summary.applied += 1
@@ -528,7 +523,7 @@ class IeesApplier:
                     )
                 except _Refused as refused:
                     summary.rejected += 1
-                    reason = f"merge: {_issue_text(refused.issues)}"
+                    reason = "merge: " + refusal_reason(refused.key[0], refused.issues)
                     summary.reasons[reason] = summary.reasons.get(reason, 0) + 1
                     continue
                 summary.merges += 1
@@ -722,11 +717,3 @@ def _code(reply: bytes) -> str:
         if segment.startswith(b"MSA|"):
             return segment.split(b"|")[1].decode("ascii", "replace")
     return "AA"
-
-
-def _issue_text(issues: Sequence[Issue]) -> str:
-    first = issues[0] if issues else None
-    if first is None:
-        return "invalid"
-    where = first.expression[0] if first.expression else ""
-    return f"{first.code} {where}".strip()
